@@ -8,7 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint
+.PHONY: install run test lint system
+# Debian packages the tests drive: chromium for the report's screenshot test. `make test` installs the missing
+# ones when it runs as root with apt-get; elsewhere the tests that need them are skipped with the reason shown.
+SYSTEM_PACKAGES := chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +35,17 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 
-test: lint
+system:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "not root or no apt-get: tests that need $$missing will be skipped"; exit 0; fi; \
+	echo "installing Debian packages: $$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 $$missing >/dev/null \
+		|| { apt-get update -q >/dev/null && \
+		     apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 $$missing >/dev/null; }
+
+test: lint system
 	$(BIN)/python -m pytest

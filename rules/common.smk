@@ -62,9 +62,13 @@ def get_final_output():
         + [
             "results/tables/accuracy.csv",
             "results/tables/summary.csv",
+            "results/tables/intervals.csv",
+            "results/tables/comparison.csv",
             "results/tables/paper_table.md",
+            "results/tables/paper_table.html",
         ]
         + [f"results/plots/{name}.png" for name in PLOT_NAMES]
+        + grid.r_matrix_plots(config)
     )
 
 

@@ -1,4 +1,5 @@
-"""Snakemake adapter: accuracy.csv, summary.csv and the paper-style table (rule aggregate)."""
+"""Snakemake adapter: accuracy.csv, summary.csv, intervals.csv, comparison.csv and the paper-style table (rule
+aggregate)."""
 
 import sys
 
@@ -6,14 +7,17 @@ sys.stderr = open(snakemake.log[0], "w")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
 from quantreplay.aggregate import aggregate
+from quantreplay.intervals import BootstrapSettings
 
+analysis = snakemake.params.analysis
+settings = BootstrapSettings(confidence=analysis["confidence"], resamples=analysis["resamples"], seed=analysis["seed"])
 summary = aggregate(
     cells=snakemake.params.grid["cells"],
     score_files=snakemake.params.grid["score_files"],
     metric_files=snakemake.params.grid["metric_files"],
     stages=snakemake.params.stages,
-    accuracy_out=snakemake.output.accuracy,
-    summary_out=snakemake.output.summary,
-    table_out=snakemake.output.table,
+    settings=settings,
+    reference=analysis["reference"],
+    out=dict(snakemake.output.items()),
 )
 print(f"{summary.height} cells aggregated", file=sys.stderr)

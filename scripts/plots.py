@@ -10,6 +10,8 @@ from quantreplay.plots import make_plots
 
 stems = make_plots(
     summary_csv=snakemake.input.summary,
+    intervals_csv=snakemake.input.intervals,
+    comparison_csv=snakemake.input.comparison,
     train_reports=list(snakemake.input.train),
     first_stage_reports=snakemake.params.first_stage,
     stages=snakemake.params.stages,

@@ -58,6 +58,22 @@ def micro_config(default: dict) -> dict:
     return config
 
 
+# The micro grid's precisions: every one the pipeline knows.
+MICRO_GRID_PRECISIONS = ["fp32", "bf16", "fp16", "int8", "nf4"]
+
+
+@pytest.fixture(scope="session")
+def micro_grid(default_config, tmp_path_factory) -> tuple[Path, dict]:
+    """The micro config over every precision, run to the end once per session: (workdir, config). Tests read it;
+    a test that changes it works on a copy."""
+    workdir = tmp_path_factory.mktemp("grid")
+    config = micro_config(default_config)
+    config["precisions"] = MICRO_GRID_PRECISIONS
+    proc = run_snakemake(config, workdir)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return workdir, config
+
+
 def job_counts(output: str) -> dict[str, int]:
     """Jobs per rule from Snakemake's 'Job stats' table (empty when nothing is to be done)."""
     counts: dict[str, int] = {}

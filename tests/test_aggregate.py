@@ -1,4 +1,5 @@
-"""Aggregation: accuracy.csv, summary.csv and the paper table from real score and metrics files."""
+"""Aggregation: accuracy.csv, summary.csv, intervals, comparisons and the paper table from real score, predictions
+and metrics files."""
 
 import json
 
@@ -6,54 +7,104 @@ import polars as pl
 import pytest
 
 from quantreplay.aggregate import ACCURACY_COLUMNS, aggregate
+from quantreplay.intervals import BootstrapSettings
 from quantreplay.metrics import write_cell_metrics
 
 STAGES = ["nlu", "math"]
+TASKS = {"boolq": "nlu", "piqa": "nlu", "arithmetic": "math"}
+SETTINGS = BootstrapSettings(resamples=200)
 
 
-def _cell(tmp_path, precision: str, buffer: str, after: list[tuple[float, float, float]]):
+def _cell(tmp_path, precision: str, buffer: str, after: list[tuple[float, float, float]], n: int = 40):
+    """A cell's score and predictions files whose accuracies are exactly `after` (boolq, piqa, arithmetic) per
+    checkpoint, with its metrics file."""
     cell = {"model": "toy", "precision": precision, "buffer": buffer, "seed": "0"}
     files = []
-    for k, (a, b, m) in enumerate(after):
-        path = tmp_path / f"{precision}-{buffer}-{k}.json"
-        tasks = {"boolq": {"family": "nlu", "metric": "acc", "value": a, "n": 200},
-                 "piqa": {"family": "nlu", "metric": "acc", "value": b, "n": 200},
-                 "arithmetic": {"family": "math", "metric": "exact_match", "value": m, "n": 200}}  # fmt: skip
-        path.write_text(json.dumps({"tasks": tasks}))
-        files.append(str(path))
+    for k, accuracies in enumerate(after):
+        folder = tmp_path / precision / buffer / str(k)
+        folder.mkdir(parents=True)
+        rows, tasks = [], {}
+        for (task, family), accuracy in zip(TASKS.items(), accuracies, strict=True):
+            correct = [i < round(accuracy * n) for i in range(n)]
+            rows += [{"task": task, "id": f"{task}-{i:02d}", "correct": c} for i, c in enumerate(correct)]
+            tasks[task] = {"family": family, "metric": "acc", "value": sum(correct) / n, "n": n}
+        pl.DataFrame(rows).write_parquet(folder / "predictions.parquet")
+        (folder / "scores.json").write_text(json.dumps({"tasks": tasks}))
+        files.append(str(folder / "scores.json"))
     metrics = tmp_path / f"m-{precision}-{buffer}.json"
     write_cell_metrics(score_files=files, stages=STAGES, output=str(metrics), cell=cell)
     return cell, files, str(metrics)
+
+
+def _aggregate(tmp_path, built, reference="fp16"):
+    out = {k: str(tmp_path / "tables" / f) for k, f in (("accuracy", "accuracy.csv"), ("summary", "summary.csv"),
+           ("intervals", "intervals.csv"), ("comparison", "comparison.csv"), ("table", "table.md"),
+           ("table_html", "table.html"))}  # fmt: skip
+    summary = aggregate(cells=[b[0] for b in built], score_files=[b[1] for b in built],
+                        metric_files=[b[2] for b in built], stages=STAGES, settings=SETTINGS, reference=reference,
+                        out=out)  # fmt: skip
+    return summary, out
 
 
 def test_tables(tmp_path):
     built = [
         _cell(tmp_path, "fp16", "0", [(0.5, 0.5, 0.0), (0.9, 0.7, 0.0), (0.6, 0.4, 0.3)]),
         _cell(tmp_path, "fp16", "0.1", [(0.5, 0.5, 0.0), (0.9, 0.7, 0.0), (0.8, 0.7, 0.25)]),
+        _cell(tmp_path, "nf4", "0", [(0.5, 0.5, 0.0), (0.8, 0.7, 0.0), (0.5, 0.4, 0.45)]),
+        _cell(tmp_path, "nf4", "0.1", [(0.5, 0.5, 0.0), (0.8, 0.7, 0.0), (0.8, 0.7, 0.25)]),
     ]
-    out = {k: str(tmp_path / f"{k}") for k in ("accuracy.csv", "summary.csv", "table.md")}
-    summary = aggregate(cells=[b[0] for b in built], score_files=[b[1] for b in built],
-                        metric_files=[b[2] for b in built], stages=STAGES, accuracy_out=out["accuracy.csv"],
-                        summary_out=out["summary.csv"], table_out=out["table.md"])  # fmt: skip
-    accuracy = pl.read_csv(out["accuracy.csv"], schema_overrides={"buffer": pl.String, "seed": pl.String})
-    assert tuple(accuracy.columns) == ACCURACY_COLUMNS and accuracy.height == 2 * 3 * 3
+    summary, out = _aggregate(tmp_path, built)
+    accuracy = pl.read_csv(out["accuracy"], schema_overrides={"buffer": pl.String, "seed": pl.String})
+    assert tuple(accuracy.columns) == ACCURACY_COLUMNS and accuracy.height == 4 * 3 * 3
     base = accuracy.filter((pl.col("after_stage") == 0) & (pl.col("task") == "boolq"))
-    assert base["value"].to_list() == [0.5, 0.5]
-    row = summary.filter(pl.col("buffer") == "0").row(0, named=True)
+    assert base["value"].to_list() == [0.5] * 4
+    row = summary.filter(pl.col("precision") == "fp16", pl.col("buffer") == "0").row(0, named=True)
     assert row["forward_nlu"] == pytest.approx(0.8) and row["forward_math"] == pytest.approx(0.3)
     assert row["retention_nlu_after_math"] == pytest.approx(0.5)
     assert row["relative_retention_nlu_after_math"] == pytest.approx(0.5 / 0.8)
     assert row["bwt"] == pytest.approx(-0.3) and row["forgetting_nlu"] == pytest.approx(0.3)
-    table = (tmp_path / "table.md").read_text().splitlines()
-    assert table[0] == "| model | precision | buffer | forward nlu | forward math | retention nlu after math | seeds |"
-    assert table[2] == "| toy | fp16 | 0 | 80.0 | 30.0 | 50.0 | 1 |"
-    assert table[3] == "| toy | fp16 | 0.1 | 80.0 | 25.0 | 75.0 | 1 |"
+
+    # Every summary metric has its interval, per seed and pooled, and the estimates are summary.csv's values.
+    strings = {"buffer": pl.String, "seed": pl.String}
+    intervals = pl.read_csv(out["intervals"], schema_overrides=strings)
+    metrics = [c for c in summary.columns if c not in ("model", "precision", "buffer", "seed")]
+    assert intervals.height == 4 * len(metrics) * 2 and set(intervals["seed"]) == {"0", "all"}
+    for cell in summary.iter_rows(named=True):
+        rows = intervals.filter(pl.col("precision") == cell["precision"], pl.col("buffer") == cell["buffer"],
+                                pl.col("seed") == "all")  # fmt: skip
+        for r in rows.iter_rows(named=True):
+            assert r["estimate"] == pytest.approx(cell[r["metric"]], nan_ok=True)
+            assert r["ci_low"] <= r["estimate"] <= r["ci_high"] and r["n_seeds"] == 1
+    comparison = pl.read_csv(out["comparison"], schema_overrides=strings)
+    assert set(comparison["precision"]) == {"nf4"} and set(comparison["reference"]) == {"fp16"}
+    gap = comparison.filter(pl.col("buffer") == "0", pl.col("seed") == "all", pl.col("metric") == "forward_math")
+    # nf4 learned math to 45 %, fp16 to 30 %: +15 points on the same 40 problems.
+    assert gap["difference"][0] == pytest.approx(0.15) and gap["ci_low"][0] > 0
+    same = comparison.filter(pl.col("buffer") == "0.1", pl.col("metric") == "retention_nlu_after_math")
+    assert (same["difference"] == 0).all() and (same["ci_low"] == 0).all() and (same["ci_high"] == 0).all()
+
+    table = (tmp_path / "tables" / "table.md").read_text().splitlines()
+    assert table[0] == "Accuracy in percent [95 % bootstrap interval], mean over seeds."
+    assert table[2] == "| model | precision | buffer | forward nlu | forward math | retention nlu after math | seeds |"
+    assert table[4].startswith("| toy | fp16 | 0 | 80.0 [") and table[4].endswith("| 1 |")
+    assert "| toy | nf4 | 0 | -5.0 [" in "\n".join(table) and "Difference from fp16" in "\n".join(table)
+    html = (tmp_path / "tables" / "table.html").read_text()
+    assert html.count("<table>") == 2 and "80.0 [" in html
+
+
+def test_without_a_reference_there_is_no_comparison(tmp_path):
+    built = [_cell(tmp_path, "nf4", "0", [(0.5, 0.5, 0.0), (0.8, 0.7, 0.0), (0.5, 0.4, 0.45)])]
+    _, out = _aggregate(tmp_path, built, reference=None)
+    assert pl.read_csv(out["comparison"]).height == 0
+    assert "Difference" not in (tmp_path / "tables" / "table.md").read_text()
 
 
 def test_figure_list_follows_the_stages_and_buffers_sort_by_value():
     from quantreplay.grid import plot_names
     from quantreplay.plots import _buffer_order
 
-    assert "heatmap_retention" in plot_names({"stages": ["nlu", "math"]})
-    assert "heatmap_retention" not in plot_names({"stages": ["nlu"]})
+    config = {"stages": ["nlu", "math"], "precisions": ["fp16", "nf4"], "analysis": {"reference_precision": None}}
+    assert "heatmap_retention" in plot_names(config) and "difference_by_buffer" in plot_names(config)
+    assert "heatmap_retention" not in plot_names({**config, "stages": ["nlu"]})
+    assert "difference_by_buffer" not in plot_names({**config, "precisions": ["int8", "nf4"]})
     assert _buffer_order(["0.1", "0", "n5", "0.001", "1", "n2"]) == ["0", "0.001", "0.1", "1", "n2", "n5"]

@@ -83,6 +83,12 @@ BAD_CONFIGS = [
     ("sequence longer than positions", _set("models.toy.toy.seq_len", 1024), "models.toy.toy: "),
     ("learning rate as text", _set("models.toy.toy.lr", "3e-3"), "models.toy.toy.lr: '3e-3' is not of type"),
     ("no models", _set("models", {}), "models: {} should be non-empty"),
+    (
+        "reference outside the grid",
+        _set("analysis.reference_precision", "fp32"),
+        "analysis.reference_precision: 'fp32' is not one of the precisions",
+    ),
+    ("confidence above one", _set("analysis.confidence", 1.5), "analysis.confidence: 1.5 is greater than"),
 ]
 
 

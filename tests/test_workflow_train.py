@@ -6,22 +6,17 @@ import json
 import pytest
 from peft import PeftModel
 
-from conftest import job_counts, micro_config, run_snakemake
+from conftest import MICRO_GRID_PRECISIONS, job_counts, micro_config, run_snakemake
 from quantreplay.model import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
 
 pytestmark = pytest.mark.slow
-PRECISIONS = ["fp32", "bf16", "fp16", "int8", "nf4"]
+PRECISIONS = MICRO_GRID_PRECISIONS
 
 
 @pytest.fixture(scope="module")
-def grid(default_config, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("grid")
-    config = micro_config(default_config)
-    config["precisions"] = PRECISIONS
-    proc = run_snakemake(config, workdir)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    return workdir, config
+def grid(micro_grid):
+    return micro_grid
 
 
 def test_dry_run_has_one_stage_one_job_per_precision_and_seed(default_config, tmp_path):
@@ -104,23 +99,45 @@ def test_tables_follow_the_contract(grid):
     # 5 precisions x 2 buffers x 1 seed, after stages 0..2, 10 tasks each.
     assert accuracy.height == 5 * 2 * 3 * len(config["tasks"])
     assert accuracy.select("model", "precision", "buffer", "seed", "after_stage", "task").is_duplicated().sum() == 0
-    summary = pl.read_csv(workdir / "results/tables/summary.csv")
+    summary = pl.read_csv(workdir / "results/tables/summary.csv", schema_overrides={"buffer": pl.String})
     assert summary.height == 10
-    assert {"forward_nlu", "forward_math", "retention_nlu_after_math", "bwt", "forgetting_nlu",
-            "average_accuracy"} <= set(summary.columns)  # fmt: skip
-    table = (workdir / "results/tables/paper_table.md").read_text()
-    assert table.startswith("| model | precision | buffer |") and table.count("\n") == 2 + 10
+    metrics = ["forward_nlu", "forward_math", "retention_nlu_after_math", "relative_retention_nlu_after_math", "bwt",
+               "forgetting_nlu", "average_accuracy"]  # fmt: skip
+    assert summary.columns == ["model", "precision", "buffer", "seed", *metrics]
+    strings = {"buffer": pl.String, "seed": pl.String}
+    intervals = pl.read_csv(workdir / "results/tables/intervals.csv", schema_overrides=strings)
+    # Every metric of every cell, for seed 0 and pooled ('all').
+    assert intervals.height == 10 * len(metrics) * 2
+    pooled = intervals.filter(pl.col("seed") == "all").join(
+        summary.unpivot(index=["precision", "buffer"], on=metrics, variable_name="metric"),
+        on=["precision", "buffer", "metric"],
+    )
+    assert pooled.height == 10 * len(metrics)
+    finite = pooled.filter(pl.col("value").is_not_nan())
+    assert (finite["estimate"] - finite["value"]).abs().max() < 1e-9
+    assert ((finite["ci_low"] <= finite["estimate"]) & (finite["estimate"] <= finite["ci_high"])).all()
+    comparison = pl.read_csv(workdir / "results/tables/comparison.csv", schema_overrides=strings)
+    # fp32 (the widest float precision) is the reference; the four others x 2 buffers x (seed 0, all).
+    assert set(comparison["reference"]) == {"fp32"} and comparison.height == 4 * 2 * len(metrics) * 2
+    table = (workdir / "results/tables/paper_table.md").read_text().splitlines()
+    assert table[2].startswith("| model | precision | buffer |") and "Difference from fp32" in table[15]
+    assert (workdir / "results/tables/paper_table.html").read_text().count("<table>") == 2
 
 
 def test_figures_are_written_and_not_blank(grid):
     import matplotlib.image
 
-    workdir, _ = grid
-    for name in ("heatmap_retention", "retention_by_buffer", "heatmap_final_forward", "forward_by_stage",
-                 "training_loss", "cost_by_precision"):  # fmt: skip
-        image = matplotlib.image.imread(workdir / f"results/plots/{name}.png")
-        assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0.05, name
-        assert (workdir / f"results/plots/{name}.svg").read_text().lstrip().startswith("<?xml")
+    from quantreplay.grid import plot_names, r_matrix_plots
+
+    workdir, config = grid
+    names = plot_names(config)
+    assert {"heatmap_retention", "retention_by_buffer", "difference_by_buffer", "training_loss"} <= set(names)
+    figures = [f"results/plots/{name}.png" for name in names] + r_matrix_plots(config)
+    assert len(figures) == len(names) + 10
+    for png in figures:
+        image = matplotlib.image.imread(workdir / png)
+        assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0.05, png
+        assert (workdir / png).with_suffix(".svg").read_text().lstrip().startswith("<?xml")
 
 
 def _dry(config, workdir):
@@ -129,20 +146,18 @@ def _dry(config, workdir):
     return job_counts(proc.stdout)
 
 
+def _downstream(cells: int) -> dict[str, int]:
+    """The jobs that follow `cells` changed cells: their metrics and R-matrix figures, and the grid's tables."""
+    return {"cell_metrics": cells, "plot_r_matrix": cells, "aggregate": 1, "plots": 1, "all": 1}
+
+
 def test_reruns_schedule_only_the_affected_jobs(grid):
     workdir, config = grid
     assert _dry(config, workdir) == {}
     changed = copy.deepcopy(config)
     changed["buffers"] = [0, 0.2]
-    after_new_buffer = {
-        "replay_mix": 1,
-        "train_stage": 5,
-        "evaluate": 5,
-        "cell_metrics": 5,
-        "aggregate": 1,
-        "plots": 1,
-        "all": 1,
-    }
+    # One new buffer: its mix, then per precision its stage 2, that checkpoint's evaluation and the new cell.
+    after_new_buffer = {"replay_mix": 1, "train_stage": 5, "evaluate": 5, **_downstream(5)}
     assert _dry(changed, workdir) == after_new_buffer
     added = copy.deepcopy(config)
     added["buffers"] = [0, 0.1, 0.05]
@@ -158,34 +173,20 @@ def test_reruns_schedule_only_the_affected_jobs(grid):
         "train_first_stage": 5,
         "train_stage": 10,
         "evaluate": 15,
-        "cell_metrics": 10,
-        "aggregate": 1,
-        "plots": 1,
-        "all": 1,
+        **_downstream(10),
     }
     later_lr = copy.deepcopy(config)
     later_lr["training"]["stages"] = {"math": {"lr": 1.0e-4}}
-    assert _dry(later_lr, workdir) == {
-        "train_stage": 10,
-        "evaluate": 10,
-        "cell_metrics": 10,
-        "aggregate": 1,
-        "plots": 1,
-        "all": 1,
-    }
+    assert _dry(later_lr, workdir) == {"train_stage": 10, "evaluate": 10, **_downstream(10)}
     first_lr = copy.deepcopy(config)
     first_lr["training"]["stages"] = {"nlu": {"lr": 1.0e-4}}
     # Stage 1 re-runs, and every stage 2 after it because its input adapter will change.
-    assert _dry(first_lr, workdir) == {
-        "train_first_stage": 5,
-        "train_stage": 10,
-        "evaluate": 15,
-        "cell_metrics": 10,
-        "aggregate": 1,
-        "plots": 1,
-        "all": 1,
-    }
+    assert _dry(first_lr, workdir) == {"train_first_stage": 5, "train_stage": 10, "evaluate": 15, **_downstream(10)}
     evaluation = copy.deepcopy(config)
     evaluation["evaluation"]["max_examples"] = 5
     # Re-scoring only: every checkpoint (base, stage 1, two stage 2s per precision) and every cell's metrics.
-    assert _dry(evaluation, workdir) == {"evaluate": 20, "cell_metrics": 10, "aggregate": 1, "plots": 1, "all": 1}
+    assert _dry(evaluation, workdir) == {"evaluate": 20, **_downstream(10)}
+    analysis = copy.deepcopy(config)
+    analysis["analysis"]["bootstrap_resamples"] = 500
+    # Intervals are drawn from the predictions already there: the tables and figures only.
+    assert _dry(analysis, workdir) == {"aggregate": 1, "plots": 1, "all": 1}

@@ -3,15 +3,20 @@
 accuracy.csv: one row per (model, precision, buffer, seed, after_stage, task), after_stage 0 being the
 untrained base (its scores, like stage 1's, are shared by every buffer and repeated in each cell's rows).
 summary.csv: one row per (model, precision, buffer, seed) with the metrics of quantreplay.metrics.
+intervals.csv: every summary metric with its bootstrap interval, per seed and pooled over seeds (seed 'all').
+comparison.csv: each precision minus the reference precision, paired by test example and seed, with intervals.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
+
+from quantreplay.intervals import BootstrapSettings, interval_tables
+from quantreplay.metrics import metric_columns
 
 ACCURACY_COLUMNS = ("model", "precision", "buffer", "seed", "after_stage", "task", "family", "metric", "value", "n")
 
@@ -29,53 +34,104 @@ def accuracy_rows(cell: dict, score_files: Sequence[str]) -> list[dict]:
 
 def summary_row(metrics: dict) -> dict:
     """One summary.csv row from a cell's metrics (quantreplay.metrics.write_cell_metrics output)."""
-    stages = metrics["stages"]
-    row = {k: metrics["cell"][k] for k in ("model", "precision", "buffer", "seed")}
-    for k, family in enumerate(stages, start=1):
-        row[f"forward_{family}"] = metrics["forward"][str(k)]
-    for key, value in metrics["retention"].items():
-        k, j = (int(x) for x in key.split("/"))
-        row[f"retention_{stages[j - 1]}_after_{stages[k - 1]}"] = value
-        row[f"relative_retention_{stages[j - 1]}_after_{stages[k - 1]}"] = metrics["retention_relative"][key]
-    row["bwt"] = metrics["bwt"]
-    for j, value in metrics["forgetting"].items():
-        row[f"forgetting_{stages[int(j) - 1]}"] = value
-    row["average_accuracy"] = metrics["average_accuracy"]
-    return row
+    cell = {k: metrics["cell"][k] for k in ("model", "precision", "buffer", "seed")}
+    return {**cell, **metric_columns(metrics, metrics["stages"])}
 
 
-def paper_table(summary: pl.DataFrame, stages: Sequence[str]) -> str:
-    """Markdown: per precision and buffer, forward accuracy after each stage and retention of earlier families,
-    in percent (means over seeds)."""
-    value_columns = [f"forward_{f}" for f in stages] + [
-        f"retention_{stages[j]}_after_{stages[k]}" for k in range(1, len(stages)) for j in range(k)
-    ]
-    means = (
-        summary.group_by("model", "precision", "buffer")
-        .agg([pl.col(c).mean() for c in value_columns] + [pl.len().alias("seeds")])
-        .with_columns(pl.col("buffer").cast(pl.Float64, strict=False).alias("_order"))
-        .sort("model", "precision", "_order", "buffer")
+def _table_columns(stages: Sequence[str]) -> list[str]:
+    """The paper table's metrics: forward accuracy after each stage, then retention of each earlier family."""
+    forward = [f"forward_{f}" for f in stages]
+    return forward + [f"retention_{stages[j]}_after_{stages[k]}" for k in range(1, len(stages)) for j in range(k)]
+
+
+def _formatted(frame: pl.DataFrame, stages: Sequence[str], *, signed: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and rows, one per (model, precision, buffer) of frame's seed-'all' rows: each metric in percent
+    with its interval, then the number of seeds."""
+    keys = ["model", "precision", "buffer"]
+    columns = _table_columns(stages)
+    value = "difference" if "difference" in frame.columns else "estimate"
+    pooled = frame.filter(pl.col("seed") == "all", pl.col("metric").is_in(columns)).with_columns(
+        pl.col("buffer").cast(pl.Float64, strict=False).alias("_order")
     )
-    header = ["model", "precision", "buffer"] + [c.replace("_", " ") for c in value_columns] + ["seeds"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in means.iter_rows(named=True):
-        cells = [r["model"], r["precision"], r["buffer"]] + [f"{100 * r[c]:.1f}" for c in value_columns]
-        lines.append("| " + " | ".join([*cells, str(r["seeds"])]) + " |")
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    rows = []
+    for group, cells in pooled.sort("model", "precision", "_order", "buffer").group_by(keys, maintain_order=True):
+        by_metric = {r["metric"]: r for r in cells.iter_rows(named=True)}
+        values = [
+            f"{fmt.format(100 * by_metric[c][value])} [{fmt.format(100 * by_metric[c]['ci_low'])}, "
+            f"{fmt.format(100 * by_metric[c]['ci_high'])}]"
+            for c in columns
+        ]
+        rows.append([*map(str, group), *values, str(cells["n_seeds"][0])])
+    return [*keys, *(c.replace("_", " ") for c in columns), "seeds"], rows
+
+
+def _captions(intervals: pl.DataFrame, comparison: pl.DataFrame) -> tuple[str, str]:
+    confidence = f"{100 * intervals['confidence'][0]:g} %"
+    accuracy = f"Accuracy in percent [{confidence} bootstrap interval], mean over seeds."
+    reference = comparison["reference"][0] if comparison.height else ""
+    difference = (f"Difference from {reference} in percentage points, paired by test example and seed "
+                  f"[{confidence} bootstrap interval].")  # fmt: skip
+    return accuracy, difference
+
+
+def paper_table(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> str:
+    """Markdown: per precision and buffer, forward accuracy after each stage and retention of earlier families
+    in percent (means over seeds) with bootstrap intervals; then each precision minus the reference."""
+
+    def markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |"
+                                                                                 for r in rows]  # fmt: skip
+
+    accuracy, difference = _captions(intervals, comparison)
+    lines = [accuracy, "", *markdown(*_formatted(intervals, stages, signed=False))]
+    if comparison.height:
+        lines += ["", difference, "", *markdown(*_formatted(comparison, stages, signed=True))]
     return "\n".join(lines) + "\n"
 
 
-def aggregate(*, cells: Sequence[dict], score_files: Sequence[Sequence[str]], metric_files: Sequence[str],
-              stages: Sequence[str], accuracy_out: str, summary_out: str, table_out: str) -> pl.DataFrame:  # fmt: skip
-    """Write accuracy.csv, summary.csv and the paper-style Markdown table; returns the summary frame.
+def paper_table_html(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> str:
+    """The paper table as a standalone HTML page, for the report."""
+    from html import escape
 
-    `cells[i]` (model, precision, buffer, seed) owns `score_files[i]` and `metric_files[i]`.
+    def table(caption: str, header: list[str], rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f"<table><caption>{escape(caption)}</caption><tr>{head}</tr>{body}</table>"
+
+    accuracy, difference = _captions(intervals, comparison)
+    parts = [table(accuracy, *_formatted(intervals, stages, signed=False))]
+    if comparison.height:
+        parts.append(table(difference, *_formatted(comparison, stages, signed=True)))
+    style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin:1em 0}"
+             "caption{text-align:left;font-weight:bold;padding:4px}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "white-space:nowrap}tr:nth-child(even){background:#f4f4f4}")  # fmt: skip
+    head = f"<head><meta charset='utf-8'><title>quantreplay tables</title><style>{style}</style></head>"
+    return f"<!DOCTYPE html><html>{head}<body>{''.join(parts)}</body></html>\n"
+
+
+def aggregate(*, cells: Sequence[dict], score_files: Sequence[Sequence[str]], metric_files: Sequence[str],
+              stages: Sequence[str], settings: BootstrapSettings, reference: str | None,
+              out: Mapping[str, str]) -> pl.DataFrame:  # fmt: skip
+    """Write accuracy.csv, summary.csv, intervals.csv, comparison.csv and the paper-style Markdown table (`out`
+    keys accuracy, summary, intervals, comparison, table, table_html); returns the summary frame.
+
+    `cells[i]` (model, precision, buffer, seed) owns `score_files[i]` (base first, then stages in order) and
+    `metric_files[i]`; each scores.json has its per-example predictions.parquet beside it.
     """
     rows = [r for cell, files in zip(cells, score_files, strict=True) for r in accuracy_rows(cell, files)]
     accuracy = pl.DataFrame(rows).select(ACCURACY_COLUMNS)
     summary = pl.DataFrame([summary_row(json.loads(Path(p).read_text())) for p in metric_files])
-    for path in (accuracy_out, summary_out, table_out):
+    families = {r["task"]: r["family"] for r in rows}
+    predictions = [[str(Path(f).with_name("predictions.parquet")) for f in files] for files in score_files]
+    intervals, comparison = interval_tables(cells=cells, prediction_files=predictions, families=families,
+                                            stages=stages, reference=reference, settings=settings)  # fmt: skip
+    for path in out.values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    accuracy.write_csv(accuracy_out)
-    summary.write_csv(summary_out)
-    Path(table_out).write_text(paper_table(summary, stages))
+    accuracy.write_csv(out["accuracy"])
+    summary.write_csv(out["summary"])
+    intervals.write_csv(out["intervals"])
+    comparison.write_csv(out["comparison"])
+    Path(out["table"]).write_text(paper_table(intervals, comparison, stages))
+    Path(out["table_html"]).write_text(paper_table_html(intervals, comparison, stages))
     return summary

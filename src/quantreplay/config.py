@@ -176,6 +176,12 @@ def _training_errors(config: dict) -> Iterator[str]:
         settings_from_config(config["evaluation"])
     except ValueError as error:
         yield f"evaluation: {error}"
+    from quantreplay.intervals import reference_precision
+
+    try:
+        reference_precision(config["precisions"], config["analysis"]["reference_precision"])
+    except ValueError as error:
+        yield f"analysis.{error}"
     for key, cls in (("lora", LoraSettings), ("quantization", QuantConfig)):
         try:
             settings_from_dict(cls, config[key])

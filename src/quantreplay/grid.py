@@ -163,12 +163,46 @@ def aggregate_inputs(config: dict) -> dict:
     }
 
 
+def prediction_outputs(config: dict) -> list[str]:
+    """Every predictions.parquet (beside each scores.json): the bootstrap resamples their examples."""
+    return [p.replace("/scores.json", "/predictions.parquet") for p in eval_outputs(config)]
+
+
+def analysis_params(config: dict) -> dict:
+    """The aggregate rule's bootstrap settings and the resolved reference precision of the comparisons."""
+    from quantreplay.intervals import reference_precision
+
+    analysis = config["analysis"]
+    return {
+        "confidence": analysis["confidence"],
+        "resamples": analysis["bootstrap_resamples"],
+        "seed": analysis["bootstrap_seed"],
+        "reference": reference_precision(config["precisions"], analysis["reference_precision"]),
+    }
+
+
 def first_stage_reports(config: dict) -> list[str]:
     """train.json of every first stage (one per model, precision and seed)."""
     return [p for p in train_outputs(config) if "/buf" not in p]
 
 
 def plot_names(config: dict) -> list[str]:
-    """The figures quantreplay.plots.make_plots writes for this config (retention needs two stages)."""
+    """The figures quantreplay.plots.make_plots writes for this config (retention needs two stages, the
+    comparison a reference and another precision)."""
     retention = ["heatmap_retention", "retention_by_buffer"] if len(config["stages"]) > 1 else []
-    return [*retention, "heatmap_final_forward", "forward_by_stage", "training_loss", "cost_by_precision"]
+    from quantreplay.intervals import reference_precision
+
+    reference = reference_precision(config["precisions"], config["analysis"]["reference_precision"])
+    compared = reference is not None and len(config["precisions"]) > 1
+    difference = ["difference_by_buffer"] if compared else []
+    return [*retention, "heatmap_final_forward", *difference, "forward_by_stage", "training_loss", "cost_by_precision"]
+
+
+def r_matrix_plot(cell: dict) -> str:
+    """The PNG of one cell's R matrix figure (an SVG beside it)."""
+    return f"results/plots/r_matrix/{cell['model']}/{cell['precision']}/seed{cell['seed']}/buf{cell['buffer']}.png"
+
+
+def r_matrix_plots(config: dict) -> list[str]:
+    """Every cell's R matrix figure."""
+    return [r_matrix_plot(cell) for cell in cells(config)]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 
 def family_matrix(scores: Sequence[Mapping[str, float]], families: Mapping[str, str],
                   stages: Sequence[str]) -> list[list[float]]:  # fmt: skip
@@ -35,36 +37,63 @@ def family_matrix(scores: Sequence[Mapping[str, float]], families: Mapping[str, 
     return matrix
 
 
-def cl_metrics(matrix: Sequence[Sequence[float]]) -> dict:
+def cl_metrics(matrix) -> dict:
     """Forward accuracy, retention, BWT, forgetting and average accuracy of an R matrix.
 
     `matrix` has T + 1 rows (after stages 0..T) and T columns (families of stages 1..T); column j - 1 holds
-    family j. Returned stage and family indices are 1-based, as in the definitions.
+    family j. Returned stage and family indices are 1-based, as in the definitions. Values are floats; an array
+    of shape (T + 1, T, *batch) (the bootstrap's resamples) gives arrays of shape `batch` instead.
     """
-    rows = len(matrix)
-    t = rows - 1
-    if t < 1 or any(len(r) != t for r in matrix):
-        raise ValueError(f"R must have T + 1 rows of T columns, got {rows} rows of {[len(r) for r in matrix]}")
+    if not isinstance(matrix, np.ndarray):
+        rows = [len(r) for r in matrix]
+        if len(rows) < 2 or any(n != len(rows) - 1 for n in rows):
+            raise ValueError(f"R must have T + 1 rows of T columns, got {len(rows)} rows of {rows}")
+    m = np.asarray(matrix, dtype=float)
+    t = m.shape[0] - 1
+    if m.ndim < 2 or t < 1 or m.shape[1] != t:
+        raise ValueError(f"R must have T + 1 rows of T columns, got shape {m.shape}")
 
-    def r(k: int, j: int) -> float:
-        return matrix[k][j - 1]
+    def r(k: int, j: int) -> np.ndarray:
+        return m[k, j - 1]
 
-    forward = {k: r(k, k) for k in range(1, t + 1)}
-    retention = {f"{k}/{j}": r(k, j) for k in range(2, t + 1) for j in range(1, k)}
-    relative = {
-        f"{k}/{j}": (r(k, j) / r(j, j) if r(j, j) > 0 else math.nan) for k in range(2, t + 1) for j in range(1, k)
-    }
+    def out(x: np.ndarray):
+        return float(x) if np.ndim(x) == 0 else x
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        # A family that was never learned (R[j][j] = 0) has no relative retention.
+        return np.divide(num, den, out=np.full(np.shape(num), math.nan), where=den > 0)
+
     earlier = range(1, t)
-    bwt = sum(r(t, j) - r(j, j) for j in earlier) / len(earlier) if t > 1 else math.nan
-    forgetting = {j: max(r(k, j) for k in range(0, t)) - r(t, j) for j in earlier}
     return {
-        "forward": forward,
-        "retention": retention,
-        "retention_relative": relative,
-        "bwt": bwt,
-        "forgetting": forgetting,
-        "average_accuracy": sum(r(t, j) for j in range(1, t + 1)) / t,
+        "forward": {k: out(r(k, k)) for k in range(1, t + 1)},
+        "retention": {f"{k}/{j}": out(r(k, j)) for k in range(2, t + 1) for j in range(1, k)},
+        "retention_relative": {f"{k}/{j}": out(ratio(r(k, j), r(j, j))) for k in range(2, t + 1) for j in range(1, k)},
+        "bwt": out(sum(r(t, j) - r(j, j) for j in earlier) / len(earlier)) if t > 1 else math.nan,
+        "forgetting": {j: out(m[:t, j - 1].max(axis=0) - r(t, j)) for j in earlier},
+        "average_accuracy": out(sum(r(t, j) for j in range(1, t + 1)) / t),
     }
+
+
+def metric_columns(metrics: Mapping, stages: Sequence[str]) -> dict:
+    """The metrics of `cl_metrics` (or of a cell's metrics JSON, whose keys are strings) under the column names
+    of summary.csv: forward_<family>, retention_<j>_after_<k>, relative_retention_<j>_after_<k>, bwt,
+    forgetting_<family>, average_accuracy."""
+    columns = {}
+    for k, family in enumerate(stages, start=1):
+        columns[f"forward_{family}"] = _by_str(metrics["forward"])[str(k)]
+    for key, value in _by_str(metrics["retention"]).items():
+        k, j = (int(x) for x in key.split("/"))
+        columns[f"retention_{stages[j - 1]}_after_{stages[k - 1]}"] = value
+        columns[f"relative_retention_{stages[j - 1]}_after_{stages[k - 1]}"] = metrics["retention_relative"][key]
+    columns["bwt"] = metrics["bwt"]
+    for j, value in _by_str(metrics["forgetting"]).items():
+        columns[f"forgetting_{stages[int(j) - 1]}"] = value
+    columns["average_accuracy"] = metrics["average_accuracy"]
+    return columns
+
+
+def _by_str(mapping: Mapping) -> dict:
+    return {str(k): v for k, v in mapping.items()}
 
 
 def write_cell_metrics(*, score_files: Sequence[str], stages: Sequence[str], output: str, cell: dict) -> dict:

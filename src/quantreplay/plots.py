@@ -14,6 +14,7 @@ import matplotlib
 # Files only, no display: figures are made in batch jobs.
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -55,19 +56,96 @@ def heatmap(summary: pl.DataFrame, column: str, *, title: str, stem: str) -> Non
     _save(fig, stem)
 
 
-def retention_by_buffer(summary: pl.DataFrame, column: str, *, title: str, stem: str) -> None:
-    """Retention against buffer size per precision; a symlog x axis so that buffer 0 is shown."""
-    frame = summary.filter(~pl.col("buffer").cast(pl.String).str.starts_with("n")).with_columns(
-        (pl.col("buffer").cast(pl.Float64) * 100).alias("buffer (%)"), (pl.col(column) * 100).alias("accuracy (%)")
+def _fraction_rows(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """The pooled (seed 'all') rows of one metric at fractional buffers, with the buffer in percent."""
+    return (
+        frame.filter(pl.col("seed") == "all", pl.col("metric") == metric, ~pl.col("buffer").str.starts_with("n"))
+        .with_columns((pl.col("buffer").cast(pl.Float64) * 100).alias("buffer_percent"))
+        .sort("buffer_percent")
     )
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    sns.lineplot(data=frame.to_pandas(), x="buffer (%)", y="accuracy (%)", hue="precision", marker="o",
-                 errorbar=("pi", 95), ax=ax)  # fmt: skip
-    # Linear below 0.1 %, logarithmic above: 0 and 0.1 % both stay visible.
+
+
+def _symlog_buffer_axis(ax, buffers_percent) -> None:
+    """Linear below 0.1 %, logarithmic above: 0 and 0.1 % both stay visible; a tick at every buffer run."""
     ax.set_xscale("symlog", linthresh=0.1)
-    ax.set_xlim(left=0)
+    ticks = sorted(set(buffers_percent))
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlim(-0.02, max(ticks) * 1.3 if ticks else 1)
     ax.set_xlabel("replay buffer (% of each earlier task's training data; symlog axis)")
+
+
+def _dodge(x: np.ndarray, i: int, n: int) -> np.ndarray:
+    """Spread n series sharing the x values so their error bars do not overlap (multiplicatively on the log part,
+    additively at 0)."""
+    offset = i - (n - 1) / 2
+    return np.where(x > 0, x * (1 + 0.07 * offset), 0.008 * offset)
+
+
+def retention_by_buffer(intervals: pl.DataFrame, metric: str, *, title: str, stem: str) -> None:
+    """Retention against buffer size per precision, with each point's bootstrap interval as a band."""
+    frame = _fraction_rows(intervals, metric)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    palette = sns.color_palette(n_colors=frame["precision"].n_unique())
+    for color, ((precision,), rows) in zip(palette, frame.group_by("precision", maintain_order=True), strict=True):
+        x = rows["buffer_percent"].to_numpy()
+        ax.fill_between(x, 100 * rows["ci_low"].to_numpy(), 100 * rows["ci_high"].to_numpy(), color=color,
+                        alpha=0.2, linewidth=0)  # fmt: skip
+        ax.plot(x, 100 * rows["estimate"].to_numpy(), marker="o", color=color, label=precision)
+    _symlog_buffer_axis(ax, frame["buffer_percent"].to_list())
+    confidence = f"{100 * frame['confidence'][0]:g} %"
+    ax.set_ylabel(f"accuracy (%); band: {confidence} interval")
+    ax.legend(title="precision")
     ax.set_title(title)
+    _save(fig, stem)
+
+
+def difference_by_buffer(comparison: pl.DataFrame, metrics: Sequence[tuple[str, str]], *, stem: str) -> None:
+    """Each precision minus the reference against buffer size, one panel per metric, with paired intervals."""
+    reference = comparison["reference"][0]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
+    precisions = comparison["precision"].unique(maintain_order=True).to_list()
+    palette = sns.color_palette(n_colors=len(precisions))
+    for ax, (metric, label) in zip(axes[0], metrics, strict=True):
+        frame = _fraction_rows(comparison, metric)
+        for i, (precision, color) in enumerate(zip(precisions, palette, strict=True)):
+            rows = frame.filter(pl.col("precision") == precision)
+            x = _dodge(rows["buffer_percent"].to_numpy(), i, len(precisions))
+            low, high, mid = (100 * rows[c].to_numpy() for c in ("ci_low", "ci_high", "difference"))
+            ax.errorbar(x, mid, yerr=[mid - low, high - mid], marker="o", capsize=3, color=color, label=precision)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        _symlog_buffer_axis(ax, frame["buffer_percent"].to_list())
+        ax.set_ylabel(f"minus {reference} (percentage points)")
+        ax.set_title(label)
+    axes[0][0].legend(title="precision")
+    confidence = f"{100 * comparison['confidence'][0]:g} %"
+    fig.suptitle(f"Each precision against {reference}, paired by test example and seed ({confidence} intervals)")
+    _save(fig, stem)
+
+
+def r_matrix(metrics: dict, *, stem: str) -> None:
+    """One cell's R: the score on every task (grouped by family) and each family's mean, after every stage."""
+    stages = metrics["stages"]
+    rows = ["base"] + [f"after {s}" for s in stages]
+    families = metrics["families"]
+    tasks = sorted(metrics["R_tasks"], key=lambda t: (stages.index(families[t]) if families[t] in stages
+                                                      else len(stages), t))  # fmt: skip
+    per_task = pl.DataFrame({f"{t}\n({families[t]})": [100 * v for v in metrics["R_tasks"][t]] for t in tasks})
+    per_family = pl.DataFrame({f"{f}\nmean": [100 * row[j] for row in metrics["R"]] for j, f in enumerate(stages)})
+    fig, axes = plt.subplots(1, 2, figsize=(0.75 * len(tasks) + 0.9 * len(stages) + 4, 0.55 * len(rows) + 2),
+                             gridspec_kw={"width_ratios": [len(tasks), len(stages) + 1]})  # fmt: skip
+    for ax, frame, title in ((axes[0], per_task, "every task"), (axes[1], per_family, "family means (R)")):
+        table = frame.to_pandas()
+        table.index = rows
+        sns.heatmap(table, annot=True, fmt=".0f", vmin=0, vmax=100, cmap="viridis", ax=ax,
+                    cbar=ax is axes[1], cbar_kws={"label": "score (%)"})  # fmt: skip
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=0, labelsize=8)
+    axes[0].set_ylabel("checkpoint")
+    axes[1].set_yticks([])
+    cell = metrics["cell"]
+    fig.suptitle(f"R matrix: {cell['model']}, {cell['precision']}, buffer {_percent_label(str(cell['buffer']))}, "
+                 f"seed {cell['seed']}", y=1.03)  # fmt: skip
     _save(fig, stem)
 
 
@@ -122,10 +200,13 @@ def cost_by_precision(train_reports: Sequence[str], *, stem: str) -> None:
     _save(fig, stem)
 
 
-def make_plots(*, summary_csv: str, train_reports: Sequence[str], first_stage_reports: Sequence[str],
-               stages: Sequence[str], out_dir: str) -> list[str]:  # fmt: skip
+def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, train_reports: Sequence[str],
+               first_stage_reports: Sequence[str], stages: Sequence[str], out_dir: str) -> list[str]:  # fmt: skip
     """Every figure of the study into `out_dir`; returns the stems written."""
-    summary = pl.read_csv(summary_csv, schema_overrides={"buffer": pl.String, "seed": pl.String})
+    strings = {"buffer": pl.String, "seed": pl.String}
+    summary = pl.read_csv(summary_csv, schema_overrides=strings)
+    intervals = pl.read_csv(intervals_csv, schema_overrides=strings)
+    comparison = pl.read_csv(comparison_csv, schema_overrides=strings)
     first, last = stages[0], stages[-1]
     stems = []
 
@@ -133,14 +214,18 @@ def make_plots(*, summary_csv: str, train_reports: Sequence[str], first_stage_re
         stems.append(f"{out_dir}/{name}")
         return stems[-1]
 
+    compared = [(f"forward_{last}", f"forward accuracy of the last stage ({last})")]
     if len(stages) > 1:
         retained = f"retention_{first}_after_{last}"
+        compared.insert(0, (retained, f"{first} accuracy after {last}"))
         heatmap(summary, retained, title=f"{first} accuracy after the last stage ({last})",
                 stem=stem("heatmap_retention"))  # fmt: skip
-        retention_by_buffer(summary, retained, title=f"{first} accuracy after {last}, by replay buffer",
+        retention_by_buffer(intervals, retained, title=f"{first} accuracy after {last}, by replay buffer",
                             stem=stem("retention_by_buffer"))  # fmt: skip
     heatmap(summary, f"forward_{last}", title=f"Forward accuracy of the last stage ({last})",
             stem=stem("heatmap_final_forward"))  # fmt: skip
+    if comparison.height:
+        difference_by_buffer(comparison, compared, stem=stem("difference_by_buffer"))
     forward_by_stage(summary, stages, stem=stem("forward_by_stage"))
     training_curves(first_stage_reports, stem=stem("training_loss"))
     cost_by_precision(train_reports, stem=stem("cost_by_precision"))

@@ -1,0 +1,243 @@
+"""Bootstrap intervals for every summary metric, and paired comparisons of precisions.
+
+The resampling unit is the test example. Each task's examples are resampled on their own (a task keeps its
+size, so a family's mean keeps its tasks' weights), and one resample of a task's examples serves every
+checkpoint of a cell (the base and every stage), every seed, and both precisions of a comparison: all of them
+scored the same examples, and pairing them keeps the test set's difficulty out of differences between stages
+and precisions. With several seeds the seeds are resampled too (a two-level bootstrap) and the estimate is the
+mean over seeds of each seed's metric; with one seed the interval covers test-set sampling only. Going from one
+seed to two often widens the interval (training noise becomes visible for the first time); from there the seeds'
+share shrinks like 1/sqrt(seeds). The pooled rows also give the interval with the seeds held fixed (test-set
+sampling alone, of the mean over these seeds), which narrows as seeds that disagree on examples are averaged.
+Intervals are percentile intervals from `scipy.stats.bootstrap`.
+
+Scores arrive as one array per task of shape (seeds, arms, checkpoints, examples): arms is 1 for a cell's own
+metrics and 2 for a comparison (the metric of arm 0 minus that of arm 1); checkpoints are after stages 0..T.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from quantreplay.metrics import cl_metrics, metric_columns
+
+# Float precisions that can serve as the comparisons' reference, widest first (fp16 keeps more mantissa than bf16).
+REFERENCE_ORDER = ("fp32", "fp16", "bf16")
+
+# Bytes of resampled scores held at once; scipy's `batch` keeps the bootstrap under it.
+_BATCH_BYTES = 200 * 2**20
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """How intervals are drawn: their confidence level, the number of resamples and the generator's seed."""
+
+    confidence: float = 0.95
+    resamples: int = 2000
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence: {self.confidence!r} is not in (0, 1)")
+        if self.resamples < 100:
+            raise ValueError(f"bootstrap_resamples: {self.resamples!r} is below 100, too few for a 95 % interval")
+
+
+def reference_precision(precisions: Sequence[str], configured: str | None) -> str | None:
+    """The precision every other is compared with: `configured`, else the widest float precision in the grid."""
+    if configured is not None:
+        if configured not in precisions:
+            raise ValueError(f"reference_precision: {configured!r} is not one of the precisions {list(precisions)}")
+        return configured
+    return next((p for p in REFERENCE_ORDER if p in precisions), None)
+
+
+@functools.lru_cache(maxsize=256)
+def read_example_scores(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """task -> (ids, per-example score) of one predictions.parquet, sorted by id (cached: the base and stage-1
+    files serve many cells)."""
+    frame = pl.read_parquet(path, columns=["task", "id", "correct"]).sort("task", "id")
+    out = {}
+    for (task,), rows in frame.group_by("task", maintain_order=True):
+        out[task] = (rows["id"].to_numpy(), rows["correct"].cast(pl.Float64).to_numpy())
+    return out
+
+
+def example_matrix(files: Sequence[Sequence[Sequence[str]]]) -> dict[str, np.ndarray]:
+    """Per task, the scores of `files[seed][arm][checkpoint]` (predictions.parquet paths) as one array of shape
+    (seeds, arms, checkpoints, examples), examples aligned by id.
+
+    Raises ValueError naming the file when a checkpoint scored other tasks or other examples than the first.
+    """
+    first_path = files[0][0][0]
+    first = read_example_scores(first_path)
+    shape = (len(files), len(files[0]), len(files[0][0]))
+    out = {task: np.empty((*shape, len(ids))) for task, (ids, _) in first.items()}
+    for s, arms in enumerate(files):
+        for a, checkpoints in enumerate(arms):
+            if len(checkpoints) != shape[2]:
+                raise ValueError(f"seed {s}, arm {a}: {len(checkpoints)} checkpoints, expected {shape[2]}")
+            for k, path in enumerate(checkpoints):
+                scores = read_example_scores(path)
+                if scores.keys() != first.keys():
+                    raise ValueError(f"{path}: scored tasks {sorted(scores)}, but {first_path} scored {sorted(first)}")
+                for task, (ids, values) in scores.items():
+                    if not np.array_equal(ids, first[task][0]):
+                        raise ValueError(f"{path}: task {task!r} scored other examples than {first_path}")
+                    out[task][s, a, k] = values
+    return out
+
+
+def _metric_table(task_means: Sequence[np.ndarray], task_families: Sequence[str], stages: Sequence[str]) -> dict:
+    """summary.csv's metrics from per-task means of shape (checkpoints, *rest); each value has shape `rest`."""
+    families = []
+    for family in stages:
+        members = [m for m, f in zip(task_means, task_families, strict=True) if f == family]
+        if not members:
+            raise ValueError(f"no scored task of family {family!r}")
+        families.append(np.mean(members, axis=0))
+    return metric_columns(cl_metrics(np.stack(families, axis=1)), stages)
+
+
+def bootstrap_metrics(scores: Mapping[str, np.ndarray], families: Mapping[str, str], stages: Sequence[str],
+                      settings: BootstrapSettings, *, resample_seeds: bool = True) -> pl.DataFrame:  # fmt: skip
+    """Every summary metric with its bootstrap interval: columns metric, estimate, ci_low, ci_high.
+
+    `scores[task]` has shape (seeds, arms, checkpoints, examples) (see `example_matrix`); arms 1 gives a cell's
+    metrics, arms 2 the difference arm 0 - arm 1. Tasks of families no stage trains are left out, as in R. With
+    several seeds they are resampled too unless `resample_seeds` is False (then the interval is that of the mean
+    over these very seeds, from test-set sampling alone).
+    """
+    tasks = [t for t in scores if families[t] in stages]
+    for task in tasks:
+        if scores[task].shape[-1] < 2:
+            raise ValueError(f"task {task!r}: {scores[task].shape[-1]} test example, the bootstrap needs 2 or more")
+    n_seeds, n_arms, n_checkpoints = scores[tasks[0]].shape[:3]
+    if n_arms not in (1, 2):
+        raise ValueError(f"{n_arms} arms: a cell has 1, a comparison 2")
+    names = list(_metric_table([scores[t][0, 0].mean(-1) for t in tasks], [families[t] for t in tasks], stages))
+
+    def statistic(*samples, axis=-1):
+        task_samples = samples[: len(tasks)]
+        # (seeds, arms, checkpoints, *batch) -> R as (checkpoints, families, seeds, arms, *batch)
+        means = [np.moveaxis(s.mean(axis=axis), 2, 0) for s in task_samples]
+        columns = _metric_table(means, [families[t] for t in tasks], stages)
+        values = np.stack([np.asarray(columns[n]) for n in names])  # (metrics, seeds, arms, *batch)
+        values = values[:, :, 0] - values[:, :, 1] if n_arms == 2 else values[:, :, 0]
+        if len(samples) == len(tasks):
+            return values.mean(axis=1)
+        picked = samples[-1]
+        if picked.ndim >= 4:
+            # scipy broadcast the seeds' sample against the tasks' (seeds, arms, checkpoints): one copy is enough.
+            picked = picked[0, 0, 0]
+        if picked.ndim == 1:
+            return values[:, picked].mean(axis=1)
+        batch = np.arange(picked.shape[0])
+        return values[:, picked.T, batch].mean(axis=1)
+
+    data = [scores[t] for t in tasks] + ([np.arange(n_seeds)] if n_seeds > 1 and resample_seeds else [])
+    per_resample = 8 * n_seeds * n_arms * n_checkpoints * sum(scores[t].shape[-1] for t in tasks)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        # A metric that is constant under resampling (every checkpoint scored 0 on a family) has a zero-width
+        # interval, which is the right answer; scipy warns about it all the same.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        estimate = statistic(*data)
+        result = stats.bootstrap(
+            data,
+            statistic,
+            n_resamples=settings.resamples,
+            confidence_level=settings.confidence,
+            method="percentile",
+            vectorized=True,
+            paired=False,
+            axis=-1,
+            batch=max(1, _BATCH_BYTES // per_resample),
+            rng=np.random.default_rng(settings.seed),
+        )
+    return pl.DataFrame(
+        {
+            "metric": names,
+            "estimate": estimate,
+            "ci_low": result.confidence_interval.low,
+            "ci_high": result.confidence_interval.high,
+        }
+    )
+
+
+def _rows(frame: pl.DataFrame, examples_only: pl.DataFrame, keys: dict, n_seeds: int,
+          settings: BootstrapSettings) -> pl.DataFrame:  # fmt: skip
+    resampled = "examples and seeds" if n_seeds > 1 else "examples"
+    return frame.select(
+        *(pl.lit(v, dtype=pl.String).alias(k) for k, v in keys.items()),
+        pl.lit(n_seeds).alias("n_seeds"),
+        pl.all(),
+        examples_only["ci_low"].alias("examples_ci_low"),
+        examples_only["ci_high"].alias("examples_ci_high"),
+        pl.lit(settings.confidence).alias("confidence"),
+        pl.lit(resampled).alias("resampled"),
+    )
+
+
+def _per_seed_and_pooled(files_by_seed: Mapping[str, Sequence[Sequence[str]]], keys: dict,
+                         families: Mapping[str, str], stages: Sequence[str],
+                         settings: BootstrapSettings) -> list[pl.DataFrame]:  # fmt: skip
+    """Rows for each seed on its own, then for all seeds together (seed 'all'; the same numbers when there is one
+    seed). examples_ci_* hold the interval from test-set sampling alone (the seeds held fixed)."""
+    out = []
+    for seed, arms in files_by_seed.items():
+        frame = bootstrap_metrics(example_matrix([arms]), families, stages, settings)
+        out.append(_rows(frame, frame, {**keys, "seed": seed}, 1, settings))
+    if len(files_by_seed) == 1:
+        out.append(out[-1].with_columns(pl.lit("all").alias("seed")))
+    else:
+        scores = example_matrix(list(files_by_seed.values()))
+        frame = bootstrap_metrics(scores, families, stages, settings)
+        fixed = bootstrap_metrics(scores, families, stages, settings, resample_seeds=False)
+        out.append(_rows(frame, fixed, {**keys, "seed": "all"}, len(files_by_seed), settings))
+    return out
+
+
+def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequence[str]],
+                    families: Mapping[str, str], stages: Sequence[str], reference: str | None,
+                    settings: BootstrapSettings) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+    """The intervals of every cell's metrics, and the paired comparisons of every precision with `reference`.
+
+    `cells[i]` (model, precision, buffer, seed) owns `prediction_files[i]` (its checkpoints in stage order,
+    base first). Intervals: one row per (model, precision, buffer, seed, metric), seed 'all' pooling the seeds.
+    Comparisons: estimate = metric of `precision` minus that of `reference` at the same model, buffer and seed.
+    """
+    groups: dict[tuple, dict[str, list[str]]] = {}
+    for cell, files in zip(cells, prediction_files, strict=True):
+        groups.setdefault((cell["model"], cell["precision"], cell["buffer"]), {})[cell["seed"]] = list(files)
+    intervals = []
+    for (model, precision, buffer), by_seed in groups.items():
+        keys = {"model": model, "precision": precision, "buffer": buffer}
+        intervals += _per_seed_and_pooled({s: [f] for s, f in by_seed.items()}, keys, families, stages, settings)
+    comparisons = []
+    for (model, precision, buffer), by_seed in groups.items():
+        if reference is None or precision == reference:
+            continue
+        base = groups[(model, reference, buffer)]
+        if by_seed.keys() != base.keys():
+            raise ValueError(f"{model} {precision} buffer {buffer}: seeds {sorted(by_seed)}, "
+                             f"but {reference} has {sorted(base)}")  # fmt: skip
+        keys = {"model": model, "precision": precision, "reference": reference, "buffer": buffer}
+        pairs = {s: [files, base[s]] for s, files in by_seed.items()}
+        comparisons += _per_seed_and_pooled(pairs, keys, families, stages, settings)
+    comparison = pl.concat(comparisons) if comparisons else _empty_comparison()
+    return pl.concat(intervals), comparison.rename({"estimate": "difference"})
+
+
+def _empty_comparison() -> pl.DataFrame:
+    columns = ["model", "precision", "reference", "buffer", "seed"]
+    schema = {**dict.fromkeys(columns, pl.String), "n_seeds": pl.Int32, "metric": pl.String}
+    schema |= dict.fromkeys(["estimate", "ci_low", "ci_high", "examples_ci_low", "examples_ci_high"], pl.Float64)
+    schema |= {"confidence": pl.Float64}
+    return pl.DataFrame(schema={**schema, "resampled": pl.String})

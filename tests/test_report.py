@@ -1,0 +1,110 @@
+"""The HTML report as a reader sees it: opened in headless Chromium, every figure and the paper table shown with
+its caption, and nothing blank."""
+
+import io
+import re
+import shutil
+
+import matplotlib.image
+import pytest
+
+from conftest import ROOT, run_snakemake
+from quantreplay.grid import cells, plot_names
+
+pytestmark = pytest.mark.slow
+
+# Debian's chromium; `make test` installs it when it runs as root.
+CHROMIUM = shutil.which("chromium")
+# No GPU, no sandbox (CI runs as root in a container), no background requests.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-extensions", "--mute-audio"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report(micro_grid):
+    workdir, config = micro_grid
+    path = workdir / "report.html"
+    proc = run_snakemake(config, workdir, "--report", str(path))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return path, config
+
+
+@pytest.fixture(scope="module")
+def page(report):
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (`make test` installs it with apt-get when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        outside = []
+        # The report is self-contained: anything but the file itself and inline data is a leak.
+        page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else outside.append(r.url))
+        yield page
+        browser.close()
+        assert not outside, f"the report fetched {outside}"
+
+
+def _caption(name: str) -> str:
+    """The first words of a figure's caption file, as the report shows them (markup and line breaks gone)."""
+    text = (ROOT / "report" / f"{name}.rst").read_text()
+    return " ".join(re.sub(r"[`*]", "", text).split()[:6])
+
+
+def _assert_shown(page, tmp_path, label: str) -> None:
+    """The image the report shows now is a real figure: its own size, and not blank on screen."""
+    image = page.locator("img[src^='data:image/png']")
+    image.wait_for()
+    assert image.evaluate("e => e.naturalWidth") > 300, label
+    shot = matplotlib.image.imread(io.BytesIO(image.screenshot(path=tmp_path / f"{label}.png")), format="png")
+    assert shot.shape[0] > 200 and shot.shape[1] > 200, label
+    # A white or single-colour area has no spread; axes, text and colour maps do.
+    assert shot[..., :3].std() > 0.05, label
+
+
+def _open(page, report_path, *names: str) -> None:
+    page.goto(report_path.as_uri())
+    for name in names:
+        page.get_by_text(name, exact=True).click()
+
+
+def test_every_figure_is_shown_with_its_caption(report, page, tmp_path):
+    path, config = report
+    _open(page, path)
+    assert "quantreplay: LoRA fine-tuning" in page.inner_text("body")
+    for name in plot_names(config):
+        _open(page, path, "Figures")
+        row = page.locator("tr", has_text=f"results/plots/{name}.png")
+        row.locator("a[iconname=eye]").click()
+        _assert_shown(page, tmp_path, name)
+        row.locator("a[iconname=information-circle]").click()
+        assert _caption(name) in " ".join(page.inner_text("body").split()), name
+
+
+def test_every_cell_has_its_r_matrix_in_the_report(report, page, tmp_path):
+    path, config = report
+    shown = 0
+    for precision in config["precisions"]:
+        for buffer in ("0", "0.1"):
+            _open(page, path, "R matrices", f"toy, {precision}")
+            page.get_by_text(buffer, exact=True).first.click()
+            page.locator("tr", has_text="0").locator("a[iconname=eye]").first.click()
+            _assert_shown(page, tmp_path, f"r-{precision}-{buffer}")
+            alt = page.locator("img[src^='data:image/png']").get_attribute("src")
+            assert f"buf{buffer}.png" in alt[:200], (precision, buffer)
+            shown += 1
+    assert shown == len(cells(config))
+
+
+def test_the_paper_table_is_shown(report, page, tmp_path):
+    path, _ = report
+    _open(page, path, "Tables")
+    for table in ("accuracy.csv", "summary.csv", "intervals.csv", "comparison.csv", "paper_table.html"):
+        assert page.locator("tr", has_text=f"results/tables/{table}").count() == 1, table
+    page.locator("tr", has_text="results/tables/paper_table.html").locator("a[iconname=eye]").click()
+    frame = page.frame_locator("iframe")
+    assert "Accuracy in percent" in frame.locator("body").inner_text()
+    assert frame.locator("table").count() == 2 and frame.locator("tr").count() > 10
+    shot = matplotlib.image.imread(io.BytesIO(page.locator("iframe").screenshot()), format="png")
+    assert shot[..., :3].std() > 0.05
