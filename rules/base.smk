@@ -8,9 +8,11 @@ rule build_base:
         "logs/base/{model}.log",
     conda:
         "../envs/quantreplay.yaml"
-    threads: lambda wildcards: MODELS[wildcards.model]["threads"]
+    threads: model_job("build_base", "threads")
     resources:
-        mem_mb=4000,
+        mem_mb=model_job("build_base", "mem_mb"),
+        runtime=model_job("build_base", "runtime"),
+        gpu=model_job("build_base", "gpu"),
     params:
         spec=get_model_params,
     script:

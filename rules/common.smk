@@ -92,8 +92,16 @@ def get_tokenizer_data(wildcards):
 
 
 def get_model_params(wildcards):
-    model = MODELS[wildcards.model]
+    # Where and how big the job runs is not what the model is: resources stay out of the params.
+    model = {k: v for k, v in MODELS[wildcards.model].items() if k != "resources"}
     return grid.canonical({**model, "corpus_seed": config["data"]["seed"]})
+
+
+def model_job(step, key):
+    """`key` (threads, mem_mb, runtime or gpu) of a `step` job for the wildcards' model, from
+    `models.<name>.resources.<step>`: what a job needs grows with the model, not with the rule.
+    """
+    return lambda wildcards: MODELS[wildcards.model]["resources"][step][key]
 
 
 def get_stage_data(wildcards):

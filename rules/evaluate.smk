@@ -11,9 +11,11 @@ rule evaluate:
         "logs/eval/{model}/{precision}/{checkpoint}.log",
     conda:
         "../envs/quantreplay.yaml"
-    threads: config["evaluation"]["threads"]
+    threads: model_job("evaluate", "threads")
     resources:
-        mem_mb=4000,
+        mem_mb=model_job("evaluate", "mem_mb"),
+        runtime=model_job("evaluate", "runtime"),
+        gpu=model_job("evaluate", "gpu"),
     params:
         settings=get_eval_params,
     script:

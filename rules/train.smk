@@ -14,9 +14,11 @@ rule train_first_stage:
         stage=STAGES[0],
     conda:
         "../envs/quantreplay.yaml"
-    threads: config["training"]["threads"]
+    threads: model_job("train", "threads")
     resources:
-        mem_mb=4000,
+        mem_mb=model_job("train", "mem_mb"),
+        runtime=model_job("train", "runtime"),
+        gpu=model_job("train", "gpu"),
     params:
         settings=get_train_params,
     script:
@@ -40,9 +42,11 @@ rule train_stage:
         stage="|".join(STAGES[1:]) or "(?!)",
     conda:
         "../envs/quantreplay.yaml"
-    threads: config["training"]["threads"]
+    threads: model_job("train", "threads")
     resources:
-        mem_mb=4000,
+        mem_mb=model_job("train", "mem_mb"),
+        runtime=model_job("train", "runtime"),
+        gpu=model_job("train", "gpu"),
     params:
         settings=get_train_params,
     script:

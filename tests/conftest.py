@@ -49,11 +49,11 @@ def micro_config(default: dict) -> dict:
     config = copy.deepcopy(default)
     config["data"]["builtin"] = {"train_size": 40, "test_size": 10, "n_creatures": 10}
     config["models"]["toy"]["toy"] = {**TINY_TOY, "corpus_documents": 300}
-    config["models"]["toy"]["threads"] = 1
+    config["models"]["toy"]["resources"]["build_base"]["threads"] = 1
     config["precisions"] = ["fp16", "nf4"]
     config["buffers"] = [0, 0.1]
     config["stages"] = ["nlu", "math"]
-    config["training"].update(max_steps=3, batch_size=4, warmup_steps=1, threads=1, stages={})
+    config["training"].update(max_steps=3, batch_size=4, warmup_steps=1, stages={})
     config["evaluation"] = {"max_examples": 4, "max_new_tokens": {"nlu": 4, "math": 12, "code": 12}, "batch_size": 8}
     return config
 
@@ -139,7 +139,7 @@ def tiny_base(tmp_path_factory, tiny_task_files) -> str:
     from quantreplay.base import build_base
 
     out = tmp_path_factory.mktemp("base") / "toy"
-    spec = {"kind": "toy", "threads": 1, "corpus_seed": 0, "toy": {**TINY_TOY, "corpus_documents": 300}}
+    spec = {"kind": "toy", "corpus_seed": 0, "toy": {**TINY_TOY, "corpus_documents": 300}}
     build_base(
         output=str(out),
         spec=spec,

@@ -31,6 +31,21 @@ def test_dry_run_has_one_stage_one_job_per_precision_and_seed(default_config, tm
     assert counts["replay_mix"] == 2 * 3 * 2
 
 
+def test_job_resources_come_from_the_model(default_config, tmp_path):
+    config = micro_config(default_config)
+    config["models"]["toy"]["resources"]["train"] = {"threads": 2, "mem_mb": 1234, "runtime": 7, "gpu": 1}
+    proc = run_snakemake(config, tmp_path, "--dry-run", "--resources", "gpu=1")
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.split("\n\n")
+    train = [b for b in blocks if "rule train_first_stage:" in b or "rule train_stage:" in b]
+    evaluate = [b for b in blocks if "rule evaluate:" in b]
+    assert train and evaluate
+    for block in train:
+        assert "threads: 2" in block and "mem_mb=1234" in block and "runtime=7" in block and "gpu=1" in block
+    for block in evaluate:
+        assert "mem_mb=2000" in block and "gpu=0" in block
+
+
 def test_every_cell_trained_both_stages(grid):
     workdir, config = grid
     for precision in PRECISIONS:
@@ -186,6 +201,10 @@ def test_reruns_schedule_only_the_affected_jobs(grid):
     evaluation["evaluation"]["max_examples"] = 5
     # Re-scoring only: every checkpoint (base, stage 1, two stage 2s per precision) and every cell's metrics.
     assert _dry(evaluation, workdir) == {"evaluate": 20, **_downstream(10)}
+    resourced = copy.deepcopy(config)
+    resourced["models"]["toy"]["resources"]["train"]["mem_mb"] = 8000
+    # Where a job runs and what it may use is not what it computes: nothing re-runs.
+    assert _dry(resourced, workdir) == {}
     analysis = copy.deepcopy(config)
     analysis["analysis"]["bootstrap_resamples"] = 500
     # Intervals are drawn from the predictions already there: the tables and figures only.

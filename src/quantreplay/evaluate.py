@@ -417,10 +417,10 @@ def evaluate_checkpoint(
 
 
 def settings_from_config(evaluation: dict) -> EvalSettings:
-    """EvalSettings from config `evaluation` (its `threads` key belongs to the job, not the settings)."""
+    """EvalSettings from config `evaluation`."""
     from quantreplay.train import settings_from_dict
 
-    return settings_from_dict(EvalSettings, {k: v for k, v in evaluation.items() if k != "threads"})
+    return settings_from_dict(EvalSettings, evaluation)
 
 
 def run_evaluation(

@@ -72,7 +72,7 @@ def train_outputs(config: dict) -> list[str]:
 def stage_settings(config: dict, stage: str) -> dict:
     """The training settings of `stage`: config `training` with that stage's overrides applied."""
     training = config["training"]
-    base = {k: v for k, v in training.items() if k not in ("stages", "threads")}
+    base = {k: v for k, v in training.items() if k != "stages"}
     return canonical({**base, **training.get("stages", {}).get(stage, {})})
 
 
@@ -120,8 +120,7 @@ def checkpoint_adapter(model: str, precision: str, checkpoint: str) -> str | Non
 
 def eval_params(config: dict) -> dict:
     """Everything besides the inputs that shapes an evaluation (so changing it re-evaluates, not retrains)."""
-    evaluation = {k: v for k, v in config["evaluation"].items() if k != "threads"}
-    return canonical({"evaluation": evaluation, "quantization": config["quantization"]})
+    return canonical({"evaluation": config["evaluation"], "quantization": config["quantization"]})
 
 
 def cell_score_files(config: dict, *, model: str, precision: str, seed, buffer: str) -> list[str]:
