@@ -142,6 +142,8 @@ class LocalSlurm:
     def slurm_conf(self) -> str:
         """slurm.conf for one node that runs as root and keeps everything in the private folder."""
         gres = f"gpu:{len(FAKE_GPU_FILES)}"
+        # The CPUs this process may use (a container's cpuset), not the host's count.
+        cpus = len(os.sched_getaffinity(0))
         partitions = "\n".join(
             f"PartitionName={name} Nodes={self.host} Default={'YES' if i == 0 else 'NO'} MaxTime=INFINITE State=UP"
             for i, name in enumerate(self.partitions)
@@ -179,7 +181,7 @@ JobAcctGatherType=jobacct_gather/none
 # Without slurmdbd there is no sacct; this log keeps one line per finished job.
 JobCompType=jobcomp/filetxt
 JobCompLoc={self.jobcomp}
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={ANNOUNCED_MEMORY_MB} Gres={gres}
+NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={ANNOUNCED_MEMORY_MB} Gres={gres}
 {partitions}
 """
 
@@ -303,7 +305,7 @@ NodeName={self.host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={ANNOUN
     def queue(self, workdir: Path | str) -> list[dict[str, str]]:
         """Jobs submitted from `workdir`, from squeue (finished ones too, for MinJobAge)."""
         fields = {"id": "%i", "name": "%j", "state": "%T", "comment": "%k", "partition": "%P", "time_limit": "%l",
-                  "gres": "%b", "workdir": "%Z"}  # fmt: skip
+                  "gres": "%b", "cpus": "%C", "workdir": "%Z"}  # fmt: skip
         fmt = "|".join(fields.values())
         proc = _run("squeue", "--states=all", "--noheader", f"--format={fmt}", timeout=30)
         if proc.returncode != 0:
