@@ -48,7 +48,7 @@ def cluster():
 
 
 def grid_config(default: dict) -> dict:
-    """The micro config cut to one precision and one task per family: 15 jobs; the buffers' stage 2 run side by side.
+    """The micro config cut to one precision and one task per family: 16 jobs; the buffers' stage 2 run side by side.
 
     Each SLURM job costs seconds of Snakemake start-up (its job step and the srun inside), whatever its size.
     """
