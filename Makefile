@@ -8,10 +8,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint system
-# Debian packages the tests drive: chromium for the report's screenshot test. `make test` installs the missing
-# ones when it runs as root with apt-get; elsewhere the tests that need them are skipped with the reason shown.
-SYSTEM_PACKAGES := chromium
+# Debian packages that tests need beyond .venv: chromium for the report's screenshot test (tests/test_report.py),
+# munge and SLURM for tests/test_slurm.py's one-node cluster.
+SYSTEM_PACKAGES ?= chromium munge slurm-client slurmctld slurmd
+
+.PHONY: install run test lint system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,17 +36,20 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
 
-system:
+test: lint system-deps
+	$(BIN)/python -m pytest
+
+# apt-get installs the SYSTEM_PACKAGES that are missing, as root; elsewhere it only says what is missing (the
+# tests that need them skip with the reason). A fresh Debian image has no package lists: update, then retry.
+system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
-		echo "not root or no apt-get: tests that need $$missing will be skipped"; exit 0; fi; \
-	echo "installing Debian packages: $$missing"; \
+		echo "system-deps: not root or no apt-get, not installing:" $$missing; exit 0; fi; \
+	echo "system-deps: apt-get install" $$missing; \
 	export DEBIAN_FRONTEND=noninteractive; \
-	apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 $$missing >/dev/null \
-		|| { apt-get update -q >/dev/null && \
-		     apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 $$missing >/dev/null; }
-
-test: lint system
-	$(BIN)/python -m pytest
+	apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 $$missing >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && \
+		  apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 $$missing >/dev/null; } || \
+		echo "system-deps: apt-get install failed:" $$missing

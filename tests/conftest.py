@@ -89,6 +89,24 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def scheduled_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run lists, from Snakemake's job blocks."""
+    jobs = []
+    for block in output.split("\n\n"):
+        rule = next((line.split()[-1].rstrip(":") for line in block.splitlines() if line.startswith(("rule ",
+                     "localrule "))), None)  # fmt: skip
+        if rule is None:
+            continue
+        wildcards = {}
+        for line in block.splitlines():
+            if line.strip().startswith("wildcards:"):
+                for pair in line.split("wildcards:", 1)[1].split(","):
+                    key, value = pair.strip().split("=", 1)
+                    wildcards[key] = value
+        jobs.append((rule, wildcards))
+    return jobs
+
+
 TINY_TOY = {
     "vocab_size": 400,
     "hidden_size": 64,

@@ -6,7 +6,7 @@ import json
 import pytest
 from peft import PeftModel
 
-from conftest import MICRO_GRID_PRECISIONS, job_counts, micro_config, run_snakemake
+from conftest import MICRO_GRID_PRECISIONS, job_counts, micro_config, run_snakemake, scheduled_jobs
 from quantreplay.model import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
 
@@ -161,6 +161,17 @@ def _dry(config, workdir):
     return job_counts(proc.stdout)
 
 
+def _jobs(config, workdir) -> list[tuple[str, dict]]:
+    proc = run_snakemake(config, workdir, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    return scheduled_jobs(proc.stdout)
+
+
+def _values(jobs, key: str) -> set[str]:
+    """The values of one wildcard over the jobs that have it."""
+    return {w[key] for _, w in jobs if key in w}
+
+
 def _downstream(cells: int) -> dict[str, int]:
     """The jobs that follow `cells` changed cells: their metrics and R-matrix figures, and the grid's tables."""
     return {"cell_metrics": cells, "plot_r_matrix": cells, "aggregate": 1, "plots": 1, "all": 1}
@@ -174,6 +185,11 @@ def test_reruns_schedule_only_the_affected_jobs(grid):
     # One new buffer: its mix, then per precision its stage 2, that checkpoint's evaluation and the new cell.
     after_new_buffer = {"replay_mix": 1, "train_stage": 5, "evaluate": 5, **_downstream(5)}
     assert _dry(changed, workdir) == after_new_buffer
+    # ... and every one of them is the new buffer's (evaluations name it in their checkpoint).
+    jobs = _jobs(changed, workdir)
+    assert _values(jobs, "buffer") == {"0.2"} and {w["checkpoint"] for r, w in jobs if r == "evaluate"} == {
+        "seed0/buf0.2/math"
+    }
     added = copy.deepcopy(config)
     added["buffers"] = [0, 0.1, 0.05]
     assert _dry(added, workdir) == after_new_buffer
@@ -190,9 +206,14 @@ def test_reruns_schedule_only_the_affected_jobs(grid):
         "evaluate": 15,
         **_downstream(10),
     }
+    jobs = _jobs(seeded, workdir)
+    assert _values(jobs, "seed") == {"1"} and all(
+        w["checkpoint"].startswith("seed1/") for r, w in jobs if r == "evaluate"
+    )
     later_lr = copy.deepcopy(config)
     later_lr["training"]["stages"] = {"math": {"lr": 1.0e-4}}
     assert _dry(later_lr, workdir) == {"train_stage": 10, "evaluate": 10, **_downstream(10)}
+    assert _values(_jobs(later_lr, workdir), "stage") == {"math"}
     first_lr = copy.deepcopy(config)
     first_lr["training"]["stages"] = {"nlu": {"lr": 1.0e-4}}
     # Stage 1 re-runs, and every stage 2 after it because its input adapter will change.
