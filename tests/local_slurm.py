@@ -311,6 +311,14 @@ NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={ANNOUNCED_MEMORY
         if proc.returncode != 0:
             raise RuntimeError(f"squeue failed: {proc.stderr}")
         rows = [dict(zip(fields, line.split("|"), strict=True)) for line in proc.stdout.splitlines() if line]
+        # `--gpus=N` (the plugin's form of a rule's `gpu` resource) shows only as TRES per job, which has no
+        # --format letter: a second call with --Format gives it.
+        proc = _run("squeue", "--states=all", "--noheader", "--Format=JobID:30,tres-per-job:60", timeout=30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"squeue failed: {proc.stderr}")
+        tres = dict(line.split() for line in proc.stdout.splitlines() if len(line.split()) == 2)
+        for row in rows:
+            row["tres_per_job"] = tres.get(row["id"], "N/A")
         return [row for row in rows if row["workdir"] == str(workdir)]
 
     def completions(self, workdir: Path | str) -> list[dict[str, str]]:

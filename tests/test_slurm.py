@@ -1,7 +1,8 @@
 """profiles/slurm on a real SLURM: one node started on this machine by tests/local_slurm.py.
 
 A small grid goes through sbatch and scores exactly as a local run of the same config; SLURM's own records show
-every job, each with the partition, wall time and GPU request that the profile gives its rule. A job cancelled
+every job, each with the partition that the profile gives its rule and the wall time and GPUs that the config
+gives its model step. A job cancelled
 with scancel (its retry too) fails the run cleanly, and the next call resumes only what is missing.
 """
 
@@ -55,6 +56,12 @@ def grid_config(default: dict) -> dict:
     config = micro_config(default)
     config["precisions"] = ["nf4"]
     config["tasks"] = {name: config["tasks"][name] for name in ("boolq", "arithmetic")}
+    # Distinct wall times and a GPU for the model steps, so the test tells config-driven requests apart from the
+    # profile's defaults (the local node announces two stand-in GPUs).
+    resources = config["models"]["toy"]["resources"]
+    resources["train"] = {"threads": 1, "mem_mb": 1500, "runtime": 9, "gpu": 1}
+    resources["evaluate"] = {"threads": 1, "mem_mb": 1200, "runtime": 8, "gpu": 1}
+    resources["build_base"] = {"threads": 1, "mem_mb": 1000, "runtime": 7, "gpu": 0}
     return config
 
 
@@ -140,11 +147,16 @@ def test_every_job_goes_through_sbatch_as_the_profile_asks(runs, cluster):
     assert Counter(rule_of(job) for job in queue) == job_counts(local_out)
     assert {job["state"] for job in queue} == {"COMPLETED"}
     assert len({job["name"] for job in queue}) == 1
+    config = runs[0]
+    steps = {"build_base": "build_base", "train_first_stage": "train", "train_stage": "train", "evaluate": "evaluate"}
     for job in queue:
         wanted = {**SETTINGS["default-resources"], **SETTINGS["set-resources"].get(rule_of(job), {})}
         assert job["partition"] == wanted["slurm_partition"], job
-        assert minutes(job["time_limit"]) == wanted["runtime"], job
-        assert job["gres"] == (f"gres:{wanted['gres']}" if "gres" in wanted else "N/A"), job
+        step = steps.get(rule_of(job))
+        # Model steps take wall time and GPUs from the model's config; the light steps the profile's default.
+        model = config["models"]["toy"]["resources"][step] if step else {"runtime": wanted["runtime"], "gpu": 0}
+        assert minutes(job["time_limit"]) == model["runtime"], job
+        assert job["tres_per_job"] == (f"gres:gpu:{model['gpu']}" if model["gpu"] else "N/A"), job
         # cpus_per_task is the rule's threads: one for every job of the micro config. (A two-thread base build
         # would tell a constant apart, but it holds both CPUs of this node and costs a wave of polling.)
         assert job["cpus"] == "1", job
