@@ -6,7 +6,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default tier, unless --configfile names another: a tier's file is a whole configuration, and Snakemake would
+# otherwise merge it into this one (keeping, say, the toy model beside the paper's Llama).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "report/workflow.rst"

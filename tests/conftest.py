@@ -74,6 +74,52 @@ def micro_grid(default_config, tmp_path_factory) -> tuple[Path, dict]:
     return workdir, config
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked `gpu` where CUDA is not available; `-ra` (in addopts) prints the reason."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=f"needs CUDA: torch {torch.__version__} sees no GPU here")
+    for item in gpu_tests:
+        item.add_marker(skip)
+
+
+def expected_job_counts(config: dict) -> dict[str, int]:
+    """Jobs per rule that a run of `config` from nothing schedules, derived from the grid's dimensions.
+
+    One entry per rule: a new rule (a figure, a table) adds its line here, and every dry-run test that compares
+    Snakemake's job stats with this follows.
+    """
+    from quantreplay.config import task_splits
+
+    models, precisions, seeds = len(config["models"]), len(config["precisions"]), len(config["seeds"])
+    buffers = len(config["buffers"]) + len(config.get("buffer_counts", []))
+    later_stages = len(config["stages"]) - 1
+    cells = models * precisions * seeds * buffers
+    return {
+        # One parquet per task and split.
+        "prepare_data": sum(len(task_splits(name, task)) for name, task in config["tasks"].items()),
+        "build_base": models,
+        # Stage 1 holds no buffer: one job per model, precision and seed serves every buffer.
+        "train_first_stage": models * precisions * seeds,
+        "train_stage": cells * later_stages,
+        # Mixes depend on neither model nor precision.
+        "replay_mix": seeds * buffers * later_stages,
+        # The untrained base once per model and precision (shared by seeds), then every trained stage.
+        "evaluate": models * precisions * (1 + seeds * (1 + buffers * later_stages)),
+        "cell_metrics": cells,
+        # One R-matrix figure per cell.
+        "plot_r_matrix": cells,
+        "aggregate": 1,
+        "plots": 1,
+        "all": 1,
+    }
+
+
 def job_counts(output: str) -> dict[str, int]:
     """Jobs per rule from Snakemake's 'Job stats' table (empty when nothing is to be done)."""
     counts: dict[str, int] = {}

@@ -78,11 +78,14 @@ def load_base(path: str, *, precision: str, quant: QuantConfig, device: str):
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     quiet_bitsandbytes()
     if precision in DTYPES:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPES[precision]))
+        # On a GPU the weights load straight onto it (like the quantized ones below): an 8B fp16 base is never
+        # materialised in host memory first.
+        placement = {"device_map": {"": 0}} if device == "cuda" else {}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPES[precision]), **placement)
         if precision == "fp16" and device == "cpu" and quant.cpu_fp16_compute == "fp32":
             # fp16-rounded weights, held and multiplied in fp32 (see QuantConfig.cpu_fp16_compute).
             model = model.float()
-        return model.to(device)
+        return model
     if precision == "int8":
         config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=quant.int8_threshold)
     else:

@@ -296,6 +296,11 @@ def train_stage(
         [len(e.input_ids) for e in examples], batch_size=stage.batch_size, steps=steps, seed=seed
     )
     optimizer = torch.optim.AdamW(trainable, lr=stage.lr, weight_decay=stage.weight_decay)
+    # fp16 matmuls on a GPU (an fp16 base, or NF4 with fp16 compute) carry fp16 gradients that underflow without
+    # mixed precision's loss scaling. The adapter's weights are fp32 (peft upcasts them), so their gradients can be
+    # unscaled before clipping. A disabled scaler (CPU, every other precision) leaves loss and step unchanged.
+    fp16_on_gpu = device == "cuda" and compute_dtype(precision, quant=quant, device=device) == "fp16"
+    scaler = torch.amp.GradScaler(device, enabled=fp16_on_gpu)
     model.train()
 
     # --- step, log ----------------------------------------------------------------------------------------
@@ -311,9 +316,12 @@ def train_stage(
             )
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in indices], pad_id=pad_id).items()}
         loss = model(**batch).loss
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(trainable, stage.grad_clip)
-        optimizer.step()
+        # Skips the update (and lowers the scale) when the scaled gradients overflowed.
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step_seconds.append(time.perf_counter() - t0)
         tokens += int(batch["attention_mask"].sum())
@@ -355,6 +363,7 @@ def train_stage(
         "base_weight_bytes": base_bytes,
         "base_layers": layers,
         "compute_dtype": compute_dtype(precision, quant=quant, device=device),
+        "loss_scaling": scaler.is_enabled(),
         "versions": _versions(),
         "data_sha256": _sha256_files(train_files),
         "pid": os.getpid(),
