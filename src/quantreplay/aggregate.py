@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from quantreplay.grid import predictions_path
 from quantreplay.intervals import BootstrapSettings, interval_tables
 from quantreplay.metrics import metric_columns
 
@@ -123,7 +124,7 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[Sequence[str]], me
     accuracy = pl.DataFrame(rows).select(ACCURACY_COLUMNS)
     summary = pl.DataFrame([summary_row(json.loads(Path(p).read_text())) for p in metric_files])
     families = {r["task"]: r["family"] for r in rows}
-    predictions = [[str(Path(f).with_name("predictions.parquet")) for f in files] for files in score_files]
+    predictions = [[predictions_path(f) for f in files] for files in score_files]
     intervals, comparison = interval_tables(cells=cells, prediction_files=predictions, families=families,
                                             stages=stages, reference=reference, settings=settings)  # fmt: skip
     for path in out.values():

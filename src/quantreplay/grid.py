@@ -8,6 +8,7 @@ and continues stage k - 1's adapter of the same buffer.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from quantreplay.replay import Buffer
 
@@ -162,21 +163,31 @@ def aggregate_inputs(config: dict) -> dict:
     }
 
 
+def predictions_path(scores: str) -> str:
+    """The per-example predictions.parquet an evaluation writes beside its scores.json."""
+    return str(Path(scores).with_name("predictions.parquet"))
+
+
 def prediction_outputs(config: dict) -> list[str]:
-    """Every predictions.parquet (beside each scores.json): the bootstrap resamples their examples."""
-    return [p.replace("/scores.json", "/predictions.parquet") for p in eval_outputs(config)]
+    """Every predictions.parquet: the bootstrap resamples their examples."""
+    return [predictions_path(p) for p in eval_outputs(config)]
+
+
+def comparison_reference(config: dict) -> str | None:
+    """The precision every other is compared with (`analysis.reference_precision`, resolved); None for none."""
+    from quantreplay.intervals import reference_precision
+
+    return reference_precision(config["precisions"], config["analysis"]["reference_precision"])
 
 
 def analysis_params(config: dict) -> dict:
     """The aggregate rule's bootstrap settings and the resolved reference precision of the comparisons."""
-    from quantreplay.intervals import reference_precision
-
     analysis = config["analysis"]
     return {
         "confidence": analysis["confidence"],
         "resamples": analysis["bootstrap_resamples"],
         "seed": analysis["bootstrap_seed"],
-        "reference": reference_precision(config["precisions"], analysis["reference_precision"]),
+        "reference": comparison_reference(config),
     }
 
 
@@ -189,10 +200,7 @@ def plot_names(config: dict) -> list[str]:
     """The figures quantreplay.plots.make_plots writes for this config (retention needs two stages, the
     comparison a reference and another precision)."""
     retention = ["heatmap_retention", "retention_by_buffer"] if len(config["stages"]) > 1 else []
-    from quantreplay.intervals import reference_precision
-
-    reference = reference_precision(config["precisions"], config["analysis"]["reference_precision"])
-    compared = reference is not None and len(config["precisions"]) > 1
+    compared = comparison_reference(config) is not None and len(config["precisions"]) > 1
     difference = ["difference_by_buffer"] if compared else []
     return [*retention, "heatmap_final_forward", *difference, "forward_by_stage", "training_loss", "cost_by_precision"]
 

@@ -216,10 +216,10 @@ def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequenc
     groups: dict[tuple, dict[str, list[str]]] = {}
     for cell, files in zip(cells, prediction_files, strict=True):
         groups.setdefault((cell["model"], cell["precision"], cell["buffer"]), {})[cell["seed"]] = list(files)
-    intervals = []
+    cell_rows = []
     for (model, precision, buffer), by_seed in groups.items():
         keys = {"model": model, "precision": precision, "buffer": buffer}
-        intervals += _per_seed_and_pooled({s: [f] for s, f in by_seed.items()}, keys, families, stages, settings)
+        cell_rows += _per_seed_and_pooled({s: [f] for s, f in by_seed.items()}, keys, families, stages, settings)
     comparisons = []
     for (model, precision, buffer), by_seed in groups.items():
         if reference is None or precision == reference:
@@ -231,13 +231,11 @@ def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequenc
         keys = {"model": model, "precision": precision, "reference": reference, "buffer": buffer}
         pairs = {s: [files, base[s]] for s, files in by_seed.items()}
         comparisons += _per_seed_and_pooled(pairs, keys, families, stages, settings)
-    comparison = pl.concat(comparisons) if comparisons else _empty_comparison()
-    return pl.concat(intervals), comparison.rename({"estimate": "difference"})
-
-
-def _empty_comparison() -> pl.DataFrame:
-    columns = ["model", "precision", "reference", "buffer", "seed"]
-    schema = {**dict.fromkeys(columns, pl.String), "n_seeds": pl.Int32, "metric": pl.String}
-    schema |= dict.fromkeys(["estimate", "ci_low", "ci_high", "examples_ci_low", "examples_ci_high"], pl.Float64)
-    schema |= {"confidence": pl.Float64}
-    return pl.DataFrame(schema={**schema, "resampled": pl.String})
+    intervals = pl.concat(cell_rows)
+    # No comparison: the same columns, no rows (intervals' columns with `reference` after `precision`).
+    comparison = (
+        pl.concat(comparisons)
+        if comparisons
+        else intervals.clear().insert_column(2, pl.Series("reference", [], pl.String))
+    )
+    return intervals, comparison.rename({"estimate": "difference"})
