@@ -2,47 +2,49 @@
 # paired precision comparisons, and the paper's table.
 rule aggregate:
     input:
-        scores=lambda wildcards: grid.eval_outputs(config),
-        predictions=lambda wildcards: grid.prediction_outputs(config),
-        metrics=lambda wildcards: grid.metrics_outputs(config),
+        # Each cell's checkpoints in stage order, cell after cell as params.cells lists them.
+        scores=grid.grid_checkpoint_files(config, "scores"),
+        predictions=grid.grid_checkpoint_files(config, "predictions"),
+        metrics=grid.metrics_outputs(config),
     output:
         accuracy=report(
-            "results/tables/accuracy.csv",
+            grid.path("table", name="accuracy.csv"),
             caption="../report/accuracy.rst",
             category="Tables",
         ),
         summary=report(
-            "results/tables/summary.csv",
+            grid.path("table", name="summary.csv"),
             caption="../report/summary.rst",
             category="Tables",
         ),
         intervals=report(
-            "results/tables/intervals.csv",
+            grid.path("table", name="intervals.csv"),
             caption="../report/intervals.rst",
             category="Tables",
         ),
         comparison=report(
-            "results/tables/comparison.csv",
+            grid.path("table", name="comparison.csv"),
             caption="../report/comparison.rst",
             category="Tables",
         ),
-        table="results/tables/paper_table.md",
+        table=grid.path("table", name="paper_table.md"),
         table_html=report(
-            "results/tables/paper_table.html",
+            grid.path("table", name="paper_table.html"),
             caption="../report/paper_table.rst",
             category="Tables",
         ),
     log:
-        "logs/aggregate.log",
+        PATHS["tables_log"],
     conda:
         "../envs/quantreplay.yaml"
     threads: 1
     resources:
         mem_mb=2000,
     params:
-        grid=grid.aggregate_inputs(config),
+        cells=grid.cells(config),
         stages=STAGES,
         analysis=grid.analysis_params(config),
+        code=library_code("aggregate"),
     script:
         "../scripts/aggregate.py"
 
@@ -50,31 +52,29 @@ rule aggregate:
 # The study at a glance: figures for the report, each with a caption that says how to read it.
 rule plots:
     input:
-        summary="results/tables/summary.csv",
-        intervals="results/tables/intervals.csv",
-        comparison="results/tables/comparison.csv",
-        train=lambda wildcards: grid.train_outputs(config),
+        summary=rules.aggregate.output.summary,
+        intervals=rules.aggregate.output.intervals,
+        comparison=rules.aggregate.output.comparison,
+        train=grid.train_outputs(config),
+        first_stage=grid.first_stage_reports(config),
     output:
         # The report shows the PNGs; each has an SVG beside it for papers.
-        [
-            report(
-                f"results/plots/{name}.png",
-                caption=f"../report/{name}.rst",
-                category="Figures",
-            )
-            for name in PLOT_NAMES
+        png=[
+            report(path, caption=f"../report/{name}.rst", category="Figures")
+            for name, path in zip(grid.plot_names(config), grid.figure_outputs(config))
         ],
-        [f"results/plots/{name}.svg" for name in PLOT_NAMES],
+        svg=grid.figure_outputs(config, "svg"),
     log:
-        "logs/plots.log",
+        PATHS["figures_log"],
     conda:
         "../envs/quantreplay.yaml"
     threads: 1
     resources:
         mem_mb=2000,
     params:
-        first_stage=lambda wildcards: grid.first_stage_reports(config),
+        names=grid.plot_names(config),
         stages=STAGES,
+        code=library_code("plots"),
     script:
         "../scripts/plots.py"
 
@@ -82,22 +82,24 @@ rule plots:
 # One figure per cell: its R matrix, every task and family after every stage.
 rule plot_r_matrix:
     input:
-        "results/metrics/{model}/{precision}/seed{seed}/buf{buffer}.json",
+        rules.cell_metrics.output[0],
     output:
         png=report(
-            "results/plots/r_matrix/{model}/{precision}/seed{seed}/buf{buffer}.png",
+            grid.pattern("r_matrix", ext="png"),
             caption="../report/r_matrix.rst",
             category="R matrices",
             subcategory="{model}, {precision}",
             labels={"seed": "{seed}", "buffer": "{buffer}"},
         ),
-        svg="results/plots/r_matrix/{model}/{precision}/seed{seed}/buf{buffer}.svg",
+        svg=grid.pattern("r_matrix", ext="svg"),
     log:
-        "logs/plots/r_matrix/{model}/{precision}/seed{seed}/buf{buffer}.log",
+        PATHS["r_matrix_log"],
     conda:
         "../envs/quantreplay.yaml"
     threads: 1
     resources:
         mem_mb=1000,
+    params:
+        code=library_code("plot_r_matrix"),
     script:
         "../scripts/plot_r_matrix.py"

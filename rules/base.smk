@@ -3,9 +3,9 @@ rule build_base:
     input:
         tokenizer_data=get_tokenizer_data,
     output:
-        directory("results/base/{model}"),
+        directory(PATHS["base"]),
     log:
-        "logs/base/{model}.log",
+        PATHS["base_log"],
     conda:
         "../envs/quantreplay.yaml"
     threads: model_job("build_base", "threads")
@@ -15,5 +15,6 @@ rule build_base:
         gpu=model_job("build_base", "gpu"),
     params:
         spec=get_model_params,
+        code=library_code("build_base"),
     script:
         "../scripts/build_base.py"

@@ -3,10 +3,12 @@ import sys
 from pathlib import Path
 
 # The library in this checkout, also where Snakemake runs outside the project's venv.
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+SRC = Path(workflow.basedir) / "src"
+sys.path.insert(0, str(SRC))
 
 from quantreplay import grid
 from quantreplay.config import ConfigError, check_config, load_schema, task_splits
+from quantreplay.fingerprint import code_fingerprint
 
 # Snakemake's validate() prints the whole schema with a traceback; check_config applies the same schema,
 # fills its defaults, adds the checks a schema cannot express, and names the bad key in one line.
@@ -26,7 +28,7 @@ MODELS = config["models"]
 STAGES = config["stages"]
 SPLITS = {name: task_splits(name, task) for name, task in TASKS.items()}
 BUFFERS = grid.buffer_labels(config)
-PLOT_NAMES = grid.plot_names(config)
+PATHS = grid.PATHS
 
 
 wildcard_constraints:
@@ -37,37 +39,33 @@ wildcard_constraints:
     seed="|".join(str(s) for s in config["seeds"]),
     buffer="|".join(re.escape(b) for b in BUFFERS),
     stage="|".join(STAGES),
-    checkpoint="base|seed[0-9]+/(buf[^/]+/)?(" + "|".join(STAGES) + ")",
+    checkpoint=grid.checkpoint_regex(STAGES),
+
+
+def library_code(script):
+    """The hash of the library code that scripts/<script>.py runs: a rule's params carry it, so editing a module
+    in src/quantreplay/ re-runs exactly the rules that import it (Snakemake itself tracks only the script).
+    """
+    return code_fingerprint(Path(workflow.basedir) / "scripts" / f"{script}.py", SRC)
 
 
 def get_data_outputs():
     return [
-        grid.data_path(task, split)
+        grid.path("data", task=task, split=split)
         for task, splits in SPLITS.items()
         for split in splits
     ]
 
 
-def get_base_outputs():
-    return [f"results/base/{model}" for model in MODELS]
-
-
 def get_final_output():
     return (
         get_data_outputs()
-        + get_base_outputs()
+        + [grid.path("base", model=model) for model in MODELS]
         + grid.train_outputs(config)
         + grid.eval_outputs(config)
         + grid.metrics_outputs(config)
-        + [
-            "results/tables/accuracy.csv",
-            "results/tables/summary.csv",
-            "results/tables/intervals.csv",
-            "results/tables/comparison.csv",
-            "results/tables/paper_table.md",
-            "results/tables/paper_table.html",
-        ]
-        + [f"results/plots/{name}.png" for name in PLOT_NAMES]
+        + grid.table_outputs()
+        + grid.figure_outputs(config)
         + grid.r_matrix_plots(config)
     )
 
@@ -85,7 +83,7 @@ def get_tokenizer_data(wildcards):
     if MODELS[wildcards.model]["kind"] != "toy":
         return []
     return [
-        grid.data_path(task, "train")
+        grid.path("data", task=task, split="train")
         for task, splits in SPLITS.items()
         if "train" in splits
     ]
@@ -107,7 +105,7 @@ def model_job(step, key):
 def get_stage_data(wildcards):
     """Training splits of the tasks that stage `wildcards.stage` learns."""
     return [
-        grid.data_path(task, "train")
+        grid.path("data", task=task, split="train")
         for task in grid.tasks_of(config, wildcards.stage, "train", SPLITS)
     ]
 
@@ -116,24 +114,21 @@ def get_earlier_data(wildcards):
     """Training splits of every task of every stage before `wildcards.stage`: what replay draws from."""
     earlier = STAGES[: STAGES.index(wildcards.stage)]
     return [
-        grid.data_path(task, "train")
+        grid.path("data", task=task, split="train")
         for stage in earlier
         for task in grid.tasks_of(config, stage, "train", SPLITS)
     ]
 
 
-def get_replay_mix(wildcards):
-    """A later stage trains on its replay mix (a list, like a first stage's task splits)."""
-    return [grid.replay_path(wildcards.seed, wildcards.buffer, wildcards.stage)]
-
-
 def get_previous_adapter(wildcards):
     """The adapter of the stage before, same cell: the DAG itself enforces the training order."""
     previous = grid.previous_stage(config, wildcards.stage)
-    cell = dict(
-        model=wildcards.model, precision=wildcards.precision, seed=wildcards.seed
+    previous_checkpoint = grid.checkpoint_name(
+        config, seed=wildcards.seed, buffer=wildcards.buffer, stage=previous
     )
-    return grid.adapter_dir(config, **cell, buffer=wildcards.buffer, stage=previous)
+    return grid.checkpoint_adapter(
+        wildcards.model, wildcards.precision, previous_checkpoint
+    )
 
 
 def get_train_params(wildcards):
@@ -143,7 +138,7 @@ def get_train_params(wildcards):
 def get_test_data(wildcards):
     """Test splits of every task that has one: every checkpoint is scored on all of them."""
     return [
-        grid.data_path(task, "test")
+        grid.path("data", task=task, split="test")
         for task, splits in SPLITS.items()
         if "test" in splits
     ]
@@ -156,15 +151,5 @@ def get_checkpoint_adapter(wildcards):
     return [] if adapter is None else adapter
 
 
-def get_eval_params(wildcards):
-    return grid.eval_params(config)
-
-
 def get_cell_scores(wildcards):
-    return grid.cell_score_files(
-        config,
-        model=wildcards.model,
-        precision=wildcards.precision,
-        seed=wildcards.seed,
-        buffer=wildcards.buffer,
-    )
+    return grid.cell_checkpoint_files(config, "scores", **dict(wildcards.items()))

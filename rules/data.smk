@@ -1,9 +1,9 @@
 # Every task's train and test split, in one row format, so training and evaluation never touch raw sources.
 rule prepare_data:
     output:
-        "results/data/{task}/{split}.parquet",
+        PATHS["data"],
     log:
-        "logs/data/{task}/{split}.log",
+        PATHS["data_log"],
     conda:
         "../envs/quantreplay.yaml"
     threads: 1
@@ -11,5 +11,6 @@ rule prepare_data:
         mem_mb=2000,
     params:
         spec=get_split_params,
+        code=library_code("prepare_data"),
     script:
         "../scripts/prepare_data.py"

@@ -1,14 +1,14 @@
 # Every checkpoint, and the untrained base in each precision (after_stage 0), on every task's test split.
 rule evaluate:
     input:
-        base="results/base/{model}",
+        base=rules.build_base.output[0],
         adapter=get_checkpoint_adapter,
         tests=get_test_data,
     output:
-        predictions="results/eval/{model}/{precision}/{checkpoint}/predictions.parquet",
-        scores="results/eval/{model}/{precision}/{checkpoint}/scores.json",
+        predictions=PATHS["predictions"],
+        scores=PATHS["scores"],
     log:
-        "logs/eval/{model}/{precision}/{checkpoint}.log",
+        PATHS["eval_log"],
     conda:
         "../envs/quantreplay.yaml"
     threads: model_job("evaluate", "threads")
@@ -17,7 +17,8 @@ rule evaluate:
         runtime=model_job("evaluate", "runtime"),
         gpu=model_job("evaluate", "gpu"),
     params:
-        settings=get_eval_params,
+        settings=grid.eval_params(config),
+        code=library_code("evaluate"),
     script:
         "../scripts/evaluate.py"
 
@@ -27,9 +28,9 @@ rule cell_metrics:
     input:
         get_cell_scores,
     output:
-        "results/metrics/{model}/{precision}/seed{seed}/buf{buffer}.json",
+        PATHS["metrics"],
     log:
-        "logs/metrics/{model}/{precision}/seed{seed}/buf{buffer}.log",
+        PATHS["metrics_log"],
     conda:
         "../envs/quantreplay.yaml"
     threads: 1
@@ -37,5 +38,6 @@ rule cell_metrics:
         mem_mb=500,
     params:
         stages=STAGES,
+        code=library_code("cell_metrics"),
     script:
         "../scripts/cell_metrics.py"

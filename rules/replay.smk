@@ -4,13 +4,15 @@ rule replay_mix:
         new=get_stage_data,
         earlier=get_earlier_data,
     output:
-        "results/replay/seed{seed}/buf{buffer}/{stage}.parquet",
+        PATHS["replay"],
     log:
-        "logs/replay/seed{seed}/buf{buffer}/{stage}.log",
+        PATHS["replay_log"],
     conda:
         "../envs/quantreplay.yaml"
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        code=library_code("replay_mix"),
     script:
         "../scripts/replay_mix.py"

@@ -1,15 +1,13 @@
 # Stage 1 sees no replay, so its folder holds no buffer: one job per precision and seed serves every buffer.
 rule train_first_stage:
     input:
-        base="results/base/{model}",
+        base=rules.build_base.output[0],
         data=get_stage_data,
     output:
-        adapter=directory(
-            "results/train/{model}/{precision}/seed{seed}/{stage}/adapter"
-        ),
-        report="results/train/{model}/{precision}/seed{seed}/{stage}/train.json",
+        adapter=directory(grid.pattern("adapter", checkpoint="first")),
+        report=grid.pattern("train_report", checkpoint="first"),
     log:
-        "logs/train/{model}/{precision}/seed{seed}/{stage}.log",
+        grid.pattern("train_log", checkpoint="first"),
     wildcard_constraints:
         stage=STAGES[0],
     conda:
@@ -21,6 +19,7 @@ rule train_first_stage:
         gpu=model_job("train", "gpu"),
     params:
         settings=get_train_params,
+        code=library_code("train_stage"),
     script:
         "../scripts/train_stage.py"
 
@@ -28,16 +27,14 @@ rule train_first_stage:
 # Every later stage continues the previous stage's adapter of the same cell on the replay mix.
 rule train_stage:
     input:
-        base="results/base/{model}",
-        data=get_replay_mix,
+        base=rules.build_base.output[0],
+        data=[rules.replay_mix.output[0]],
         previous=get_previous_adapter,
     output:
-        adapter=directory(
-            "results/train/{model}/{precision}/seed{seed}/buf{buffer}/{stage}/adapter"
-        ),
-        report="results/train/{model}/{precision}/seed{seed}/buf{buffer}/{stage}/train.json",
+        adapter=directory(grid.pattern("adapter", checkpoint="later")),
+        report=grid.pattern("train_report", checkpoint="later"),
     log:
-        "logs/train/{model}/{precision}/seed{seed}/buf{buffer}/{stage}.log",
+        grid.pattern("train_log", checkpoint="later"),
     wildcard_constraints:
         stage="|".join(STAGES[1:]) or "(?!)",
     conda:
@@ -49,5 +46,6 @@ rule train_stage:
         gpu=model_job("train", "gpu"),
     params:
         settings=get_train_params,
+        code=library_code("train_stage"),
     script:
         "../scripts/train_stage.py"

@@ -7,17 +7,16 @@ sys.stderr = open(snakemake.log[0], "w")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
 from quantreplay.aggregate import aggregate
-from quantreplay.intervals import BootstrapSettings
+from quantreplay.intervals import AnalysisSettings
+from quantreplay.settings import parse
 
-analysis = snakemake.params.analysis
-settings = BootstrapSettings(confidence=analysis["confidence"], resamples=analysis["resamples"], seed=analysis["seed"])
 summary = aggregate(
-    cells=snakemake.params.grid["cells"],
-    score_files=snakemake.params.grid["score_files"],
-    metric_files=snakemake.params.grid["metric_files"],
+    cells=snakemake.params.cells,
+    score_files=list(snakemake.input.scores),
+    prediction_files=list(snakemake.input.predictions),
+    metric_files=list(snakemake.input.metrics),
     stages=snakemake.params.stages,
-    settings=settings,
-    reference=analysis["reference"],
+    settings=parse(AnalysisSettings, snakemake.params.analysis, "analysis"),
     out=dict(snakemake.output.items()),
 )
 print(f"{summary.height} cells aggregated", file=sys.stderr)

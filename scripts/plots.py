@@ -13,8 +13,11 @@ stems = make_plots(
     intervals_csv=snakemake.input.intervals,
     comparison_csv=snakemake.input.comparison,
     train_reports=list(snakemake.input.train),
-    first_stage_reports=snakemake.params.first_stage,
+    first_stage_reports=list(snakemake.input.first_stage),
     stages=snakemake.params.stages,
-    out_dir=str(Path(snakemake.output[0]).parent),
+    stems={
+        name: str(Path(p).with_suffix(""))
+        for name, p in zip(snakemake.params.names, snakemake.output.png, strict=True)
+    },
 )
 print(f"wrote {len(stems)} figures", file=sys.stderr)

@@ -2,17 +2,18 @@
 and metrics files."""
 
 import json
+from dataclasses import replace
 
 import polars as pl
 import pytest
 
 from quantreplay.aggregate import ACCURACY_COLUMNS, aggregate
-from quantreplay.intervals import BootstrapSettings
+from quantreplay.intervals import AnalysisSettings
 from quantreplay.metrics import write_cell_metrics
 
 STAGES = ["nlu", "math"]
 TASKS = {"boolq": "nlu", "piqa": "nlu", "arithmetic": "math"}
-SETTINGS = BootstrapSettings(resamples=200)
+SETTINGS = AnalysisSettings(bootstrap_resamples=200)
 
 
 def _cell(tmp_path, precision: str, buffer: str, after: list[tuple[float, float, float]], n: int = 40):
@@ -40,9 +41,11 @@ def _aggregate(tmp_path, built, reference="fp16"):
     out = {k: str(tmp_path / "tables" / f) for k, f in (("accuracy", "accuracy.csv"), ("summary", "summary.csv"),
            ("intervals", "intervals.csv"), ("comparison", "comparison.csv"), ("table", "table.md"),
            ("table_html", "table.html"))}  # fmt: skip
-    summary = aggregate(cells=[b[0] for b in built], score_files=[b[1] for b in built],
-                        metric_files=[b[2] for b in built], stages=STAGES, settings=SETTINGS, reference=reference,
-                        out=out)  # fmt: skip
+    scores = [f for b in built for f in b[1]]
+    predictions = [f.replace("scores.json", "predictions.parquet") for f in scores]
+    summary = aggregate(cells=[b[0] for b in built], score_files=scores, prediction_files=predictions,
+                        metric_files=[b[2] for b in built], stages=STAGES,
+                        settings=replace(SETTINGS, reference_precision=reference), out=out)  # fmt: skip
     return summary, out
 
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from quantreplay.data import prepare_split
 from quantreplay.evaluate import (
     EvalSettings,
     choice_loglikelihoods,
+    code_passes,
     evaluate_checkpoint,
     generate,
     score_code,
@@ -17,6 +19,7 @@ from quantreplay.evaluate import (
 )
 from quantreplay.model import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
+from quantreplay.settings import parse
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,21 @@ def test_code_scoring_runs_completions_against_tests(model_and_tokenizer):
     assert scored["passed"].to_list() == [0] and scored["correct"].to_list() == [0.0]
 
 
+def test_code_scoring_counts_a_correct_completion_and_only_that(tmp_path):
+    # Real builtin problems, their reference solutions as the completions of the first, wrong ones elsewhere.
+    params = {"dataset": "pyfunc", "family": "code", "seed": 0, "source": "builtin", "train_size": 4,
+              "test_size": 3, "n_creatures": 10}  # fmt: skip
+    frame = prepare_split(task="pyfunc", split="test", params=params, output=tmp_path / "pyfunc.parquet")
+    completions = [
+        [frame["target"][0]],
+        ["    return None\n"],
+        ["    import os\n    os._exit(0)\n", frame["target"][2]],
+    ]
+    passed = code_passes(completions, frame, EvalSettings())
+    # The third: exiting before the tests run is no pass, the reference solution beside it is one.
+    assert passed == [1, 0, 1]
+
+
 def test_subsample_is_seeded_and_ordered(tiny_task_files):
     frame = pl.read_parquet(tiny_task_files["boolq/train"])
     a = subsample(frame, max_examples=10, seed=0)
@@ -96,10 +114,12 @@ def test_evaluate_checkpoint_writes_scores_and_predictions(tiny_base, tiny_task_
 
 
 def test_settings_name_bad_values():
-    with pytest.raises(ValueError, match="mc_mode"):
+    with pytest.raises(ValueError, match="^mc_mode: must be one of loglik, generate, got 'vote'$"):
         EvalSettings(mc_mode="vote")
-    with pytest.raises(ValueError, match="pass_k"):
-        EvalSettings(code_samples=2, pass_k=(5,))
+    with pytest.raises(ValueError, match=r"^evaluation\.pass_k: must lie in \[1, code_samples=2\], got \[5\]$"):
+        parse(EvalSettings, {"code_samples": 2, "pass_k": [5]}, "evaluation")
+    with pytest.raises(ValueError, match=r"^evaluation\.max_new_tokens: must be a positive budget for each of"):
+        parse(EvalSettings, {"max_new_tokens": {"nlu": 4}}, "evaluation")
 
 
 def test_sampled_code_scoring_reports_pass_at_k(model_and_tokenizer):

@@ -4,18 +4,18 @@ import numpy as np
 import polars as pl
 import pytest
 
+from quantreplay.grid import reference_precision
 from quantreplay.intervals import (
-    BootstrapSettings,
+    AnalysisSettings,
     bootstrap_metrics,
     example_matrix,
     read_example_scores,
-    reference_precision,
 )
 from quantreplay.metrics import cl_metrics, metric_columns
 
 FAMILIES = {"boolq": "nlu", "piqa": "nlu", "arithmetic": "math"}
 STAGES = ["nlu", "math"]
-SETTINGS = BootstrapSettings(resamples=1000)
+SETTINGS = AnalysisSettings(bootstrap_resamples=1000)
 
 
 def _draw(rng, probabilities: list[dict[str, float]], n: int) -> dict[str, np.ndarray]:
@@ -61,7 +61,7 @@ def test_same_generator_seed_same_intervals_and_another_seed_differs():
     scores = _cell(np.random.default_rng(1))
     a = bootstrap_metrics(scores, FAMILIES, STAGES, SETTINGS)
     b = bootstrap_metrics(scores, FAMILIES, STAGES, SETTINGS)
-    c = bootstrap_metrics(scores, FAMILIES, STAGES, BootstrapSettings(resamples=1000, seed=1))
+    c = bootstrap_metrics(scores, FAMILIES, STAGES, AnalysisSettings(bootstrap_resamples=1000, bootstrap_seed=1))
     assert a.equals(b) and not a.equals(c)
 
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 
-from quantreplay.evaluate import final_number, pass_at_k, pick_choice, truncate_at_stop
 from quantreplay.metrics import cl_metrics, family_matrix
 
 # After stage 0 (base), 1 (nlu), 2 (math), 3 (code); columns nlu, math, code.
@@ -59,43 +58,6 @@ def test_family_matrix_averages_tasks_and_skips_untrained_families():
 def test_bad_matrix_shape():
     with pytest.raises(ValueError, match="T \\+ 1 rows"):
         cl_metrics([[0.1, 0.2], [0.3]])
-
-
-@pytest.mark.parametrize(
-    ("text", "number"),
-    [
-        (" 3 + 4 = 7 apples.\n#### 7", "7"),
-        ("so 12 then 15", "15"),
-        ("#### 1,234", "1234"),
-        ("#### 8.0", "8"),
-        ("#### -3", "-3"),
-        ("no digits", None),
-        ("#### 2.5 dollars", "2.5"),
-    ],
-)
-def test_final_number(text, number):
-    assert final_number(text) == number
-
-
-def test_pick_choice():
-    choices = [" no", " yes"]
-    assert pick_choice(" yes", choices) == 1 and pick_choice("No.", choices) == 0
-    assert pick_choice("I think yes", choices) == 1 and pick_choice("maybe", choices) is None
-    assert pick_choice(" use the knife", [" use the knife", " use the knife block"]) == 0
-    assert pick_choice("use the knife block now", [" use the knife", " use the knife block"]) == 1
-
-
-def test_pass_at_k_matches_the_definition():
-    assert pass_at_k(1, 1, 1) == 1.0 and pass_at_k(1, 0, 1) == 0.0
-    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
-    # 1 - C(7, 5) / C(10, 5) = 1 - 21 / 252
-    assert pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)
-    assert pass_at_k(10, 6, 5) == 1.0
-
-
-def test_truncate_at_stop():
-    assert truncate_at_stop("    return x\ndef other():", ["\ndef "]) == "    return x"
-    assert truncate_at_stop("abc", ["\n"]) == "abc"
 
 
 def test_forgetting_table_and_cli(tmp_path, capsys):

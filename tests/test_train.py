@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from quantreplay.lm import IGNORE_INDEX
 from quantreplay.model import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
+from quantreplay.schedule import lr_at
+from quantreplay.settings import SettingError, parse
 from quantreplay.train import (
-    IGNORE_INDEX,
     LoraSettings,
     StageSettings,
     attach_adapter,
     collate,
     length_grouped_batches,
-    lr_at,
-    settings_from_dict,
     tokenize_example,
     train_stage,
 )
@@ -57,14 +57,19 @@ def test_lr_schedule():
 
 
 def test_settings_reject_bad_values_by_name():
-    with pytest.raises(ValueError, match="StageSettings.lr must be positive, got -1"):
+    with pytest.raises(SettingError, match="^lr: must be positive, got -1$"):
         StageSettings(lr=-1)
-    with pytest.raises(ValueError, match="schedule"):
+    with pytest.raises(SettingError, match="schedule"):
         StageSettings(schedule="step")
-    with pytest.raises(ValueError, match="LoraSettings.r"):
+    with pytest.raises(SettingError, match="^r: "):
         LoraSettings(r=0)
-    with pytest.raises(ValueError, match="unknown key.*lrate"):
-        settings_from_dict(StageSettings, {"lrate": 1})
+    with pytest.raises(SettingError, match=r"^training\.lrate: unknown key"):
+        parse(StageSettings, {"lrate": 1}, "training")
+    with pytest.raises(SettingError, match=r"^training\.stages\.math\.lr: must be positive, got -1$"):
+        parse(StageSettings, {"lr": -1}, "training.stages.math")
+    with pytest.raises(SettingError, match=r"^lora\.r: must be an integer, got 2\.5$"):
+        parse(LoraSettings, {"r": 2.5}, "lora")
+    assert parse(LoraSettings, {"target_modules": ["q_proj"]}, "lora").target_modules == ("q_proj",)
     assert StageSettings(batch_size=8, epochs=1).steps_for(8000) == 1000
     assert StageSettings(max_steps=7).steps_for(8000) == 7
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from quantreplay.grid import predictions_path
-from quantreplay.intervals import BootstrapSettings, interval_tables
+from quantreplay.intervals import AnalysisSettings, interval_tables
 from quantreplay.metrics import metric_columns
 
 ACCURACY_COLUMNS = ("model", "precision", "buffer", "seed", "after_stage", "task", "family", "metric", "value", "n")
@@ -111,22 +110,32 @@ def paper_table_html(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: 
     return f"<!DOCTYPE html><html>{head}<body>{''.join(parts)}</body></html>\n"
 
 
-def aggregate(*, cells: Sequence[dict], score_files: Sequence[Sequence[str]], metric_files: Sequence[str],
-              stages: Sequence[str], settings: BootstrapSettings, reference: str | None,
+def per_cell(files: Sequence[str], n_cells: int) -> list[list[str]]:
+    """`files`, each cell's checkpoints in stage order and cell after cell, cut into one run per cell."""
+    if n_cells == 0 or len(files) % n_cells:
+        raise ValueError(f"{len(files)} checkpoint files do not split evenly into {n_cells} cells")
+    size = len(files) // n_cells
+    return [list(files[i : i + size]) for i in range(0, len(files), size)]
+
+
+def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_files: Sequence[str],
+              metric_files: Sequence[str], stages: Sequence[str], settings: AnalysisSettings,
               out: Mapping[str, str]) -> pl.DataFrame:  # fmt: skip
     """Write accuracy.csv, summary.csv, intervals.csv, comparison.csv and the paper-style Markdown table (`out`
     keys accuracy, summary, intervals, comparison, table, table_html); returns the summary frame.
 
-    `cells[i]` (model, precision, buffer, seed) owns `score_files[i]` (base first, then stages in order) and
-    `metric_files[i]`; each scores.json has its per-example predictions.parquet beside it.
+    `score_files` and `prediction_files` hold each cell's checkpoints (the base first, then stages in order), cell
+    after cell in `cells` order; `metric_files[i]` is the metrics file of `cells[i]`. Precisions are compared with
+    `settings.reference_precision` (None: no comparison).
     """
-    rows = [r for cell, files in zip(cells, score_files, strict=True) for r in accuracy_rows(cell, files)]
+    scores = per_cell(score_files, len(cells))
+    rows = [r for cell, files in zip(cells, scores, strict=True) for r in accuracy_rows(cell, files)]
     accuracy = pl.DataFrame(rows).select(ACCURACY_COLUMNS)
     summary = pl.DataFrame([summary_row(json.loads(Path(p).read_text())) for p in metric_files])
     families = {r["task"]: r["family"] for r in rows}
-    predictions = [[predictions_path(f) for f in files] for files in score_files]
-    intervals, comparison = interval_tables(cells=cells, prediction_files=predictions, families=families,
-                                            stages=stages, reference=reference, settings=settings)  # fmt: skip
+    intervals, comparison = interval_tables(cells=cells, prediction_files=per_cell(prediction_files, len(cells)),
+                                            families=families, stages=stages,
+                                            reference=settings.reference_precision, settings=settings)  # fmt: skip
     for path in out.values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     accuracy.write_csv(out["accuracy"])

@@ -18,6 +18,7 @@ import yaml
 from quantreplay.data.rows import FAMILIES, SPLITS
 from quantreplay.model import KINDS as MODEL_KINDS
 from quantreplay.quantize import PRECISIONS
+from quantreplay.settings import SettingError, parse
 
 SOURCES = ("builtin", "offline", "hub")
 
@@ -157,36 +158,49 @@ def _semantic_errors(config: dict) -> Iterator[str]:
                 yield f"models.{name}.toy: {error}"
 
 
-def _training_errors(config: dict) -> Iterator[str]:
-    from quantreplay.grid import stage_settings
+def _settings_classes() -> dict:
+    """The settings class of each config section that one reads (imported here: they pull in their modules)."""
+    from quantreplay.evaluate import EvalSettings
+    from quantreplay.intervals import AnalysisSettings
     from quantreplay.quantize import QuantConfig
-    from quantreplay.train import LoraSettings, StageSettings, settings_from_dict
+    from quantreplay.train import LoraSettings
 
-    for family in config["training"]["stages"]:
-        if family not in config["stages"]:
-            yield f"training.stages.{family}: {family!r} is not one of the configured stages {config['stages']}"
-    for stage in config["stages"]:
-        try:
-            settings_from_dict(StageSettings, stage_settings(config, stage))
-        except ValueError as error:
-            yield f"training (stage {stage}): {error}"
-    from quantreplay.evaluate import settings_from_config
+    return {
+        "lora": LoraSettings,
+        "quantization": QuantConfig,
+        "evaluation": EvalSettings,
+        "analysis": AnalysisSettings,
+    }
 
+
+def apply_settings(config: dict) -> None:
+    """Parse every settings section through its class, in place: each section then holds every key (the class's
+    defaults filled in), so job params are complete. `training` is filled as the defaults of a stage; each
+    stage's overrides stay as written and are checked merged onto it. Raises ConfigError naming the key."""
+    from quantreplay.grid import reference_precision, stage_settings
+    from quantreplay.train import StageSettings
+
+    training = dict(config["training"])
+    overrides = training.pop("stages")
     try:
-        settings_from_config(config["evaluation"])
-    except ValueError as error:
-        yield f"evaluation: {error}"
-    from quantreplay.intervals import reference_precision
-
+        for key, cls in _settings_classes().items():
+            config[key] = parse(cls, config[key], key).to_dict()
+        config["training"] = {**parse(StageSettings, training, "training").to_dict(), "stages": overrides}
+    except SettingError as error:
+        raise ConfigError(str(error)) from None
+    for family in overrides:
+        if family not in config["stages"]:
+            raise ConfigError(
+                f"training.stages.{family}: {family!r} is not one of the configured stages {config['stages']}"
+            )
+        try:
+            parse(StageSettings, stage_settings(config, family), f"training.stages.{family}")
+        except SettingError as error:
+            raise ConfigError(str(error)) from None
     try:
         reference_precision(config["precisions"], config["analysis"]["reference_precision"])
     except ValueError as error:
-        yield f"analysis.{error}"
-    for key, cls in (("lora", LoraSettings), ("quantization", QuantConfig)):
-        try:
-            settings_from_dict(cls, config[key])
-        except ValueError as error:
-            yield f"{key}: {error}"
+        raise ConfigError(f"analysis.{error}") from None
 
 
 def task_splits(name: str, task: dict) -> tuple[str, ...]:
@@ -204,5 +218,4 @@ def check_config(config: dict, schema: dict) -> None:
         _unique(config[key], key)
     for message in _semantic_errors(config):
         raise ConfigError(message)
-    for message in _training_errors(config):
-        raise ConfigError(message)
+    apply_settings(config)

@@ -14,63 +14,52 @@ Tasks are data (quantreplay.data.rows); scoring depends on the family:
 
 from __future__ import annotations
 
-import math
 import random
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import polars as pl
 
+from quantreplay import lm
+from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, truncate_at_stop
 from quantreplay.sandbox import Limits, code_program, run_python
+from quantreplay.settings import SettingError, Settings, non_negative, one_of, parse, positive, setting
 
 MC_MODES = ("loglik", "generate")
-# Where generation stops for each family: the start of another example, or of code after the function.
-STOP_STRINGS = {
-    "nlu": ["\n"],
-    "math": ["\nQuestion:", "\n\n\n"],
-    "code": ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert "],
-}
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _families_present(budgets: dict) -> bool:
+    return set(STOP_STRINGS) <= set(budgets) and all(isinstance(v, int) and v >= 1 for v in budgets.values())
 
 
 @dataclass(frozen=True)
-class EvalSettings:
-    """How a checkpoint is evaluated.
+class EvalSettings(Settings):
+    """How a checkpoint is evaluated (config `evaluation`).
 
     max_examples: per task, a seeded subsample of the test split (None: all). batch_size: sequences per
     forward. max_new_tokens: generation budget per family. mc_mode: loglik or generate. code_samples: n
     completions per code problem (1: greedy; more: sampled at `temperature`, pass@k for k <= n).
     """
 
-    max_examples: int | None = None
-    batch_size: int = 32
-    max_new_tokens: dict = field(default_factory=lambda: {"nlu": 8, "math": 160, "code": 96})
-    mc_mode: str = "loglik"
-    code_samples: int = 1
-    temperature: float = 0.8
-    pass_k: tuple[int, ...] = (1,)
-    seed: int = 0
-    sandbox_wall_seconds: float = 10.0
-    sandbox_cpu_seconds: int = 5
-    sandbox_memory_mb: int = 1024
+    max_examples: int | None = setting(None, positive, "positive or null")
+    batch_size: int = setting(32, positive, "positive")
+    max_new_tokens: dict = setting(
+        {"nlu": 8, "math": 160, "code": 96},
+        _families_present,
+        f"a positive budget for each of {', '.join(STOP_STRINGS)}",
+    )
+    mc_mode: str = setting("loglik", one_of(*MC_MODES), f"one of {', '.join(MC_MODES)}")
+    code_samples: int = setting(1, positive, "positive")
+    temperature: float = setting(0.8, positive, "positive")
+    pass_k: tuple[int, ...] = setting((1,))
+    seed: int = setting(0, non_negative, "non-negative")
+    sandbox_wall_seconds: float = setting(10.0, positive, "positive")
+    sandbox_cpu_seconds: int = setting(5, positive, "positive")
+    sandbox_memory_mb: int = setting(1024, positive, "positive")
 
-    def __post_init__(self) -> None:
-        if self.max_examples is not None and self.max_examples < 1:
-            raise ValueError(f"EvalSettings.max_examples must be positive or null, got {self.max_examples!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"EvalSettings.batch_size must be positive, got {self.batch_size!r}")
-        if self.mc_mode not in MC_MODES:
-            raise ValueError(f"EvalSettings.mc_mode must be one of {', '.join(MC_MODES)}, got {self.mc_mode!r}")
-        if self.code_samples < 1:
-            raise ValueError(f"EvalSettings.code_samples must be positive, got {self.code_samples!r}")
+    def _check_fields(self) -> None:
         if any(k < 1 or k > self.code_samples for k in self.pass_k):
-            raise ValueError(
-                f"EvalSettings.pass_k must lie in [1, code_samples={self.code_samples}], got {self.pass_k}"
-            )
-        missing = set(STOP_STRINGS) - set(self.max_new_tokens)
-        if missing:
-            raise ValueError(f"EvalSettings.max_new_tokens lacks {', '.join(sorted(missing))}")
+            raise SettingError("pass_k", f"must lie in [1, code_samples={self.code_samples}], got {list(self.pass_k)}")
 
     @property
     def limits(self) -> Limits:
@@ -79,52 +68,6 @@ class EvalSettings:
             cpu_seconds=self.sandbox_cpu_seconds,
             memory_bytes=self.sandbox_memory_mb * 2**20,
         )
-
-
-# --- extraction and estimators (pure functions) -----------------------------------------------------------
-
-
-def final_number(text: str) -> str | None:
-    """The answer a math output gives: the number after the last `####`, else the last number; commas dropped."""
-    if "####" in text:
-        found = NUMBER.findall(text.rsplit("####", 1)[1])
-        if found:
-            return _canonical_number(found[0])
-    found = NUMBER.findall(text)
-    return _canonical_number(found[-1]) if found else None
-
-
-def _canonical_number(raw: str) -> str:
-    raw = raw.replace(",", "").rstrip(".")
-    if "." in raw:
-        value = float(raw)
-        return str(int(value)) if value == int(value) else str(value)
-    return str(int(raw))
-
-
-def pick_choice(generated: str, choices: Sequence[str]) -> int | None:
-    """The choice a generated answer names: the longest choice it starts with, else the earliest one it
-    mentions, else None (scored wrong)."""
-    text = generated.strip().lower()
-    options = [c.strip().lower() for c in choices]
-    starting = [i for i, c in enumerate(options) if c and text.startswith(c)]
-    if starting:
-        return max(starting, key=lambda i: len(options[i]))
-    found = [(text.find(c), i) for i, c in enumerate(options) if c and c in text]
-    return min(found)[1] if found else None
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c pass (Chen et al., 2021): 1 - C(n-c, k) / C(n, k)."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
-def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
-    """`text` up to the first stop string."""
-    cut = min((text.find(s) for s in stops if s in text), default=len(text))
-    return text[:cut]
 
 
 def subsample(frame: pl.DataFrame, *, max_examples: int | None, seed: int) -> pl.DataFrame:
@@ -136,10 +79,6 @@ def subsample(frame: pl.DataFrame, *, max_examples: int | None, seed: int) -> pl
 
 
 # --- model calls --------------------------------------------------------------------------------------------
-
-
-def _bos(tokenizer) -> list[int]:
-    return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
 
 def choice_loglikelihoods(
@@ -154,23 +93,15 @@ def choice_loglikelihoods(
 
     encoded = []
     for context, continuation in requests:
-        ctx = _bos(tokenizer) + tokenizer(context, add_special_tokens=False)["input_ids"]
-        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
-        encoded.append((ctx, cont))
+        encoded.append((lm.bos_ids(tokenizer) + lm.encode(tokenizer, context), lm.encode(tokenizer, continuation)))
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = lm.pad_id(tokenizer)
     out = [0.0] * len(encoded)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        seqs = [encoded[i][0] + encoded[i][1] for i in idx]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, : len(s)] = torch.tensor(s)
-            mask[row, : len(s)] = 1
+        batch = lm.pad_batch([encoded[i][0] + encoded[i][1] for i in idx], pad=pad)
         with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         for row, i in enumerate(idx):
             ctx, cont = encoded[i]
@@ -200,24 +131,20 @@ def generate(
     """
     import torch
 
-    encoded = [_bos(tokenizer) + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    encoded = [lm.bos_ids(tokenizer) + lm.encode(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = lm.pad_id(tokenizer)
     out: list[list[str]] = [[] for _ in encoded]
     torch.manual_seed(seed)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]) :] = 1
+        batch = lm.pad_batch([encoded[i] for i in idx], pad=pad, side="left")
+        width = batch["input_ids"].shape[1]
         sampling = {"do_sample": True, "temperature": temperature} if samples > 1 else {"do_sample": False}
         with torch.no_grad():
             generated = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
                 max_new_tokens=max_new_tokens,
                 num_return_sequences=samples,
                 pad_token_id=pad,
@@ -302,6 +229,20 @@ def score_math(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, de
     )
 
 
+def code_passes(completions: Sequence[Sequence[str]], frame: pl.DataFrame, settings: EvalSettings) -> list[int]:
+    """How many of each code problem's completions pass its tests: `code_prefix + completion + tests` runs in the
+    sandbox with the settings' limits, and only a run that reaches the end of the tests passes."""
+    passed = []
+    # A fresh marker per evaluation: printed after the tests, so exiting early with status 0 is no pass.
+    marker = f"quantreplay-tests-done-{random.Random().getrandbits(64):016x}"
+    for outputs, prefix, tests in zip(completions, frame["code_prefix"], frame["tests"], strict=True):
+        programs = [
+            code_program(code_prefix=prefix or "", completion=c, tests=tests, done_marker=marker) for c in outputs
+        ]
+        passed.append(sum(run_python(p, limits=settings.limits, expect_marker=marker).passed for p in programs))
+    return passed
+
+
 def score_code(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str) -> pl.DataFrame:
     """Per-example predictions of a code task: completions run against the tests in the sandbox."""
     n = settings.code_samples
@@ -316,14 +257,7 @@ def score_code(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, de
         temperature=settings.temperature,
         seed=settings.seed,
     )
-    passed = []
-    # A fresh marker per evaluation: printed after the tests, so exiting early with status 0 is no pass.
-    marker = f"quantreplay-tests-done-{random.Random().getrandbits(64):016x}"
-    for completions, prefix, tests in zip(outputs, frame["code_prefix"], frame["tests"], strict=True):
-        programs = [
-            code_program(code_prefix=prefix or "", completion=c, tests=tests, done_marker=marker) for c in completions
-        ]
-        passed.append(sum(run_python(p, limits=settings.limits, expect_marker=marker).passed for p in programs))
+    passed = code_passes(outputs, frame, settings)
     columns = {
         "id": frame["id"],
         "output": [o[0] for o in outputs],
@@ -377,21 +311,11 @@ def evaluate_checkpoint(
     import time
     from pathlib import Path
 
-    import torch
-    from transformers import AutoTokenizer
-
     from quantreplay.data.rows import write_frame
-    from quantreplay.quantize import load_base
 
     started = time.perf_counter()
-    torch.set_num_threads(threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = load_base(base, precision=precision, quant=quant, device=device)
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
+    device = lm.job_device(threads)
+    tokenizer, model = lm.load_checkpoint(base, precision=precision, quant=quant, device=device, adapter=adapter)
     model.eval()
     predictions, tasks = [], {}
     for path in test_files:
@@ -416,13 +340,6 @@ def evaluate_checkpoint(
     return report
 
 
-def settings_from_config(evaluation: dict) -> EvalSettings:
-    """EvalSettings from config `evaluation`."""
-    from quantreplay.train import settings_from_dict
-
-    return settings_from_dict(EvalSettings, evaluation)
-
-
 def run_evaluation(
     *,
     base_dir: str,
@@ -438,15 +355,14 @@ def run_evaluation(
     """The evaluate step: typed settings from the job's params, then `evaluate_checkpoint`."""
     from quantreplay.model import resolve_base
     from quantreplay.quantize import QuantConfig
-    from quantreplay.train import settings_from_dict
 
     return evaluate_checkpoint(
         base=resolve_base(base_dir),
         precision=cell["precision"],
         adapter=adapter,
         test_files=test_files,
-        settings=settings_from_config(settings["evaluation"]),
-        quant=settings_from_dict(QuantConfig, settings["quantization"]),
+        settings=parse(EvalSettings, settings["evaluation"], "evaluation"),
+        quant=parse(QuantConfig, settings["quantization"], "quantization"),
         predictions_out=predictions_out,
         scores_out=scores_out,
         cell=cell,

@@ -1,16 +1,67 @@
-"""The study's grid: which cells exist, where their files live, and what each job's params are.
+"""The study's grid: which cells exist, where every file lives, and what each job's params are.
 
 A cell is (model, precision, seed, buffer). Stage 1 sees no replay, so its folder holds no buffer and one
 stage-1 job per (model, precision, seed) serves every buffer; stage k > 1 lives under the buffer's folder
 and continues stage k - 1's adapter of the same buffer.
+
+`PATHS` is the one table of path patterns: the rules' outputs and logs are its patterns, and every list of
+files the DAG needs is formatted from it. A checkpoint is named the same way under results/train (its adapter)
+and results/eval (its scores): `CHECKPOINTS` holds the three shapes of that name.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
 
 from quantreplay.replay import Buffer
+
+# The part of a training or evaluation path that names the checkpoint: the untrained base (after_stage 0),
+# a first stage (no buffer), a later stage (under its buffer).
+CHECKPOINTS = {"base": "base", "first": "seed{seed}/{stage}", "later": "seed{seed}/buf{buffer}/{stage}"}
+
+PATHS = {
+    "data": "results/data/{task}/{split}.parquet",
+    "data_log": "logs/data/{task}/{split}.log",
+    "base": "results/base/{model}",
+    "base_log": "logs/base/{model}.log",
+    "replay": "results/replay/seed{seed}/buf{buffer}/{stage}.parquet",
+    "replay_log": "logs/replay/seed{seed}/buf{buffer}/{stage}.log",
+    "adapter": "results/train/{model}/{precision}/{checkpoint}/adapter",
+    "train_report": "results/train/{model}/{precision}/{checkpoint}/train.json",
+    "train_log": "logs/train/{model}/{precision}/{checkpoint}.log",
+    "predictions": "results/eval/{model}/{precision}/{checkpoint}/predictions.parquet",
+    "scores": "results/eval/{model}/{precision}/{checkpoint}/scores.json",
+    "eval_log": "logs/eval/{model}/{precision}/{checkpoint}.log",
+    "metrics": "results/metrics/{model}/{precision}/seed{seed}/buf{buffer}.json",
+    "metrics_log": "logs/metrics/{model}/{precision}/seed{seed}/buf{buffer}.log",
+    "table": "results/tables/{name}",
+    "tables_log": "logs/aggregate.log",
+    "figure": "results/plots/{name}.{ext}",
+    "figures_log": "logs/plots.log",
+    "r_matrix": "results/plots/r_matrix/{model}/{precision}/seed{seed}/buf{buffer}.{ext}",
+    "r_matrix_log": "logs/plots/r_matrix/{model}/{precision}/seed{seed}/buf{buffer}.log",
+}
+
+# The aggregate step's tables (file names under results/tables/).
+TABLES = ("accuracy.csv", "summary.csv", "intervals.csv", "comparison.csv", "paper_table.md", "paper_table.html")
+
+# Float precisions that can serve as the comparisons' reference, widest first (fp16 keeps more mantissa than bf16).
+REFERENCE_ORDER = ("fp32", "fp16", "bf16")
+
+
+def pattern(key: str, **fixed: str) -> str:
+    """The pattern `PATHS[key]` with some wildcards fixed: `checkpoint` by its shape (a key of CHECKPOINTS),
+    any other by a value (e.g. ext="png"); the rest stay wildcards for Snakemake."""
+    out = PATHS[key]
+    for name, value in fixed.items():
+        out = out.replace("{" + name + "}", CHECKPOINTS[value] if name == "checkpoint" else str(value))
+    return out
+
+
+def path(key: str, **wildcards) -> str:
+    """One concrete path of `PATHS[key]`."""
+    return PATHS[key].format(**wildcards)
 
 
 def canonical(value):
@@ -29,45 +80,78 @@ def tasks_of(config: dict, family: str, split: str, splits: dict[str, tuple[str,
     return [t for t, spec in config["tasks"].items() if spec["family"] == family and split in splits[t]]
 
 
-def data_path(task: str, split: str) -> str:
-    return f"results/data/{task}/{split}.parquet"
-
-
-def replay_path(seed, buffer: str, stage: str) -> str:
-    return f"results/replay/seed{seed}/buf{buffer}/{stage}.parquet"
-
-
-def train_dir(config: dict, *, model: str, precision: str, seed, buffer: str, stage: str) -> str:
-    """Folder of one training stage; stage 1's holds no buffer."""
-    cell = f"results/train/{model}/{precision}/seed{seed}"
-    if stage == config["stages"][0]:
-        return f"{cell}/{stage}"
-    return f"{cell}/buf{buffer}/{stage}"
-
-
-def adapter_dir(config: dict, **cell) -> str:
-    """The PEFT adapter folder of one training stage (cell: model, precision, seed, buffer, stage)."""
-    return f"{train_dir(config, **cell)}/adapter"
-
-
 def previous_stage(config: dict, stage: str) -> str | None:
     """The stage trained just before `stage`, None for the first."""
     k = config["stages"].index(stage)
     return config["stages"][k - 1] if k > 0 else None
 
 
+def checkpoint_name(config: dict, *, seed=None, buffer: str | None = None, stage: str | None = None) -> str:
+    """The checkpoint part of training and evaluation paths: 'base' (after_stage 0, stage None), 'seed0/nlu'
+    (a first stage) or 'seed0/buf0.1/math'."""
+    if stage is None:
+        return CHECKPOINTS["base"]
+    shape = "first" if stage == config["stages"][0] else "later"
+    return CHECKPOINTS[shape].format(seed=seed, buffer=buffer, stage=stage)
+
+
+def checkpoint_adapter(model: str, precision: str, checkpoint: str) -> str | None:
+    """The adapter folder a checkpoint name points at; None for the untrained base."""
+    if checkpoint == CHECKPOINTS["base"]:
+        return None
+    return path("adapter", model=model, precision=precision, checkpoint=checkpoint)
+
+
+def checkpoint_regex(stages: list[str]) -> str:
+    """The checkpoint wildcard's constraint: every shape of CHECKPOINTS, with the configured stages."""
+    stage = "(" + "|".join(re.escape(s) for s in stages) + ")"
+    shapes = [
+        re.escape(c).replace(r"\{seed\}", "[0-9]+").replace(r"\{buffer\}", "[^/]+") for c in CHECKPOINTS.values()
+    ]
+    return "|".join(s.replace(r"\{stage\}", stage) for s in shapes)
+
+
+def _cell_checkpoints(config: dict, model: str, precision: str) -> list[str]:
+    """Every trained checkpoint of (model, precision): each seed's first stage once, then its later stages."""
+    out = []
+    for seed in config["seeds"]:
+        out.append(checkpoint_name(config, seed=seed, stage=config["stages"][0]))
+        for buffer in buffer_labels(config):
+            for stage in config["stages"][1:]:
+                out.append(checkpoint_name(config, seed=seed, buffer=buffer, stage=stage))
+    return out
+
+
 def train_outputs(config: dict) -> list[str]:
     """Every train.json of the grid, each stage once (stage 1 once per model, precision and seed)."""
-    out = []
-    for model in config["models"]:
-        for precision in config["precisions"]:
-            for seed in config["seeds"]:
-                cell = {"model": model, "precision": precision, "seed": seed}
-                out.append(train_dir(config, **cell, buffer="", stage=config["stages"][0]) + "/train.json")
-                for buffer in buffer_labels(config):
-                    for stage in config["stages"][1:]:
-                        out.append(train_dir(config, **cell, buffer=buffer, stage=stage) + "/train.json")
-    return out
+    return [
+        path("train_report", model=model, precision=precision, checkpoint=checkpoint)
+        for model in config["models"]
+        for precision in config["precisions"]
+        for checkpoint in _cell_checkpoints(config, model, precision)
+    ]
+
+
+def first_stage_reports(config: dict) -> list[str]:
+    """train.json of every first stage (one per model, precision and seed)."""
+    return [
+        path("train_report", model=model, precision=precision, checkpoint=checkpoint_name(config, seed=s, stage=first))
+        for model in config["models"]
+        for precision in config["precisions"]
+        for s in config["seeds"]
+        for first in config["stages"][:1]
+    ]
+
+
+def eval_outputs(config: dict, kind: str = "scores") -> list[str]:
+    """Every scores.json (or, with kind 'predictions', predictions.parquet): the untrained base per precision,
+    and every trained checkpoint of the grid."""
+    return [
+        path(kind, model=model, precision=precision, checkpoint=checkpoint)
+        for model in config["models"]
+        for precision in config["precisions"]
+        for checkpoint in [CHECKPOINTS["base"], *_cell_checkpoints(config, model, precision)]
+    ]
 
 
 def stage_settings(config: dict, stage: str) -> dict:
@@ -84,53 +168,9 @@ def train_params(config: dict, stage: str) -> dict:
     )
 
 
-def checkpoint_name(config: dict, *, seed=None, buffer: str | None = None, stage: str | None = None) -> str:
-    """The checkpoint part of evaluation paths: 'base' (after_stage 0), 'seed0/nlu' or 'seed0/buf0.1/math'."""
-    if stage is None:
-        return "base"
-    if stage == config["stages"][0]:
-        return f"seed{seed}/{stage}"
-    return f"seed{seed}/buf{buffer}/{stage}"
-
-
-def eval_dir(config: dict, *, model: str, precision: str, **checkpoint) -> str:
-    return f"results/eval/{model}/{precision}/{checkpoint_name(config, **checkpoint)}"
-
-
-def eval_outputs(config: dict) -> list[str]:
-    """Every scores.json: the untrained base per precision, and every trained stage of the grid."""
-    out = []
-    for model in config["models"]:
-        for precision in config["precisions"]:
-            cell = {"model": model, "precision": precision}
-            out.append(eval_dir(config, **cell) + "/scores.json")
-            for seed in config["seeds"]:
-                out.append(eval_dir(config, **cell, seed=seed, stage=config["stages"][0]) + "/scores.json")
-                for buffer in buffer_labels(config):
-                    for stage in config["stages"][1:]:
-                        out.append(eval_dir(config, **cell, seed=seed, buffer=buffer, stage=stage) + "/scores.json")
-    return out
-
-
-def checkpoint_adapter(model: str, precision: str, checkpoint: str) -> str | None:
-    """The adapter folder a checkpoint name points at; None for the untrained base."""
-    if checkpoint == "base":
-        return None
-    return f"results/train/{model}/{precision}/{checkpoint}/adapter"
-
-
 def eval_params(config: dict) -> dict:
     """Everything besides the inputs that shapes an evaluation (so changing it re-evaluates, not retrains)."""
     return canonical({"evaluation": config["evaluation"], "quantization": config["quantization"]})
-
-
-def cell_score_files(config: dict, *, model: str, precision: str, seed, buffer: str) -> list[str]:
-    """The scores.json of a cell's checkpoints in stage order: the base, then stages 1..T of that buffer."""
-    cell = {"model": model, "precision": precision}
-    files = [eval_dir(config, **cell) + "/scores.json"]
-    for stage in config["stages"]:
-        files.append(eval_dir(config, **cell, seed=seed, buffer=buffer, stage=stage) + "/scores.json")
-    return files
 
 
 def cells(config: dict) -> list[dict]:
@@ -144,72 +184,70 @@ def cells(config: dict) -> list[dict]:
     ]
 
 
-def metrics_path(cell: dict) -> str:
-    return f"results/metrics/{cell['model']}/{cell['precision']}/seed{cell['seed']}/buf{cell['buffer']}.json"
+def cell_checkpoint_files(config: dict, kind: str, *, model: str, precision: str, seed, buffer: str) -> list[str]:
+    """A cell's scores.json (kind 'scores') or predictions.parquet ('predictions') in stage order: the base,
+    then stages 1..T of that buffer."""
+    stages = [None, *config["stages"]]
+    return [
+        path(
+            kind,
+            model=model,
+            precision=precision,
+            checkpoint=checkpoint_name(config, seed=seed, buffer=buffer, stage=stage),
+        )  # fmt: skip
+        for stage in stages
+    ]
+
+
+def grid_checkpoint_files(config: dict, kind: str) -> list[str]:
+    """`cell_checkpoint_files` of every cell, cell after cell in `cells` order (the base repeats per cell): the
+    aggregate step cuts this list back into cells (quantreplay.aggregate.per_cell)."""
+    return [f for c in cells(config) for f in cell_checkpoint_files(config, kind, **c)]
 
 
 def metrics_outputs(config: dict) -> list[str]:
-    """Every cell's metrics file."""
-    return [metrics_path(cell) for cell in cells(config)]
+    """Every cell's metrics file, in `cells` order."""
+    return [path("metrics", **cell) for cell in cells(config)]
 
 
-def aggregate_inputs(config: dict) -> dict:
-    """For the aggregate rule: the cells, each cell's score files in stage order, and its metrics file."""
-    grid_cells = cells(config)
-    return {
-        "cells": grid_cells,
-        "score_files": [cell_score_files(config, **c) for c in grid_cells],
-        "metric_files": [metrics_path(c) for c in grid_cells],
-    }
-
-
-def predictions_path(scores: str) -> str:
-    """The per-example predictions.parquet an evaluation writes beside its scores.json."""
-    return str(Path(scores).with_name("predictions.parquet"))
-
-
-def prediction_outputs(config: dict) -> list[str]:
-    """Every predictions.parquet: the bootstrap resamples their examples."""
-    return [predictions_path(p) for p in eval_outputs(config)]
+def reference_precision(precisions: list[str], configured: str | None) -> str | None:
+    """The precision every other is compared with: `configured`, else the widest float precision in the grid."""
+    if configured is not None:
+        if configured not in precisions:
+            raise ValueError(f"reference_precision: {configured!r} is not one of the precisions {list(precisions)}")
+        return configured
+    return next((p for p in REFERENCE_ORDER if p in precisions), None)
 
 
 def comparison_reference(config: dict) -> str | None:
     """The precision every other is compared with (`analysis.reference_precision`, resolved); None for none."""
-    from quantreplay.intervals import reference_precision
-
     return reference_precision(config["precisions"], config["analysis"]["reference_precision"])
 
 
 def analysis_params(config: dict) -> dict:
-    """The aggregate rule's bootstrap settings and the resolved reference precision of the comparisons."""
-    analysis = config["analysis"]
-    return {
-        "confidence": analysis["confidence"],
-        "resamples": analysis["bootstrap_resamples"],
-        "seed": analysis["bootstrap_seed"],
-        "reference": comparison_reference(config),
-    }
-
-
-def first_stage_reports(config: dict) -> list[str]:
-    """train.json of every first stage (one per model, precision and seed)."""
-    return [p for p in train_outputs(config) if "/buf" not in p]
+    """The aggregate rule's config `analysis`, with the reference precision resolved for this grid."""
+    return canonical({**config["analysis"], "reference_precision": comparison_reference(config)})
 
 
 def plot_names(config: dict) -> list[str]:
-    """The figures quantreplay.plots.make_plots writes for this config (retention needs two stages, the
-    comparison a reference and another precision)."""
+    """The study's figures for this config: retention needs two stages, the comparison a reference and another
+    precision. The plots rule writes exactly these (quantreplay.plots.make_plots draws what it is given)."""
     retention = ["heatmap_retention", "retention_by_buffer"] if len(config["stages"]) > 1 else []
     compared = comparison_reference(config) is not None and len(config["precisions"]) > 1
     difference = ["difference_by_buffer"] if compared else []
     return [*retention, "heatmap_final_forward", *difference, "forward_by_stage", "training_loss", "cost_by_precision"]
 
 
-def r_matrix_plot(cell: dict) -> str:
-    """The PNG of one cell's R matrix figure (an SVG beside it)."""
-    return f"results/plots/r_matrix/{cell['model']}/{cell['precision']}/seed{cell['seed']}/buf{cell['buffer']}.png"
+def figure_outputs(config: dict, ext: str = "png") -> list[str]:
+    """Every figure of the plots rule, as `ext` files."""
+    return [path("figure", name=name, ext=ext) for name in plot_names(config)]
 
 
 def r_matrix_plots(config: dict) -> list[str]:
-    """Every cell's R matrix figure."""
-    return [r_matrix_plot(cell) for cell in cells(config)]
+    """Every cell's R matrix figure (PNG; an SVG beside it)."""
+    return [path("r_matrix", **cell, ext="png") for cell in cells(config)]
+
+
+def table_outputs() -> list[str]:
+    """Every table of the aggregate step."""
+    return [path("table", name=name) for name in TABLES]

@@ -24,39 +24,25 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from quantreplay.metrics import cl_metrics, metric_columns
-
-# Float precisions that can serve as the comparisons' reference, widest first (fp16 keeps more mantissa than bf16).
-REFERENCE_ORDER = ("fp32", "fp16", "bf16")
+from quantreplay.settings import Settings, fraction, non_negative, setting
 
 # Bytes of resampled scores held at once; scipy's `batch` keeps the bootstrap under it.
 _BATCH_BYTES = 200 * 2**20
 
 
 @dataclass(frozen=True)
-class BootstrapSettings:
-    """How intervals are drawn: their confidence level, the number of resamples and the generator's seed."""
+class AnalysisSettings(Settings):
+    """How intervals are drawn (config `analysis`): their confidence level, the bootstrap's resamples and seed,
+    and the precision the others are compared with (null: the widest float precision of the grid, resolved by
+    `quantreplay.grid.comparison_reference`)."""
 
-    confidence: float = 0.95
-    resamples: int = 2000
-    seed: int = 0
-
-    def __post_init__(self):
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence: {self.confidence!r} is not in (0, 1)")
-        if self.resamples < 100:
-            raise ValueError(f"bootstrap_resamples: {self.resamples!r} is below 100, too few for a 95 % interval")
-
-
-def reference_precision(precisions: Sequence[str], configured: str | None) -> str | None:
-    """The precision every other is compared with: `configured`, else the widest float precision in the grid."""
-    if configured is not None:
-        if configured not in precisions:
-            raise ValueError(f"reference_precision: {configured!r} is not one of the precisions {list(precisions)}")
-        return configured
-    return next((p for p in REFERENCE_ORDER if p in precisions), None)
+    confidence: float = setting(0.95, fraction, "in (0, 1)")
+    # Fewer resamples leave the tails of a 95 % percentile interval to a handful of draws.
+    bootstrap_resamples: int = setting(2000, lambda v: v >= 100, "at least 100 for a 95 % interval")
+    bootstrap_seed: int = setting(0, non_negative, "non-negative")
+    reference_precision: str | None = setting(None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -107,7 +93,7 @@ def _metric_table(task_means: Sequence[np.ndarray], task_families: Sequence[str]
 
 
 def bootstrap_metrics(scores: Mapping[str, np.ndarray], families: Mapping[str, str], stages: Sequence[str],
-                      settings: BootstrapSettings, *, resample_seeds: bool = True) -> pl.DataFrame:  # fmt: skip
+                      settings: AnalysisSettings, *, resample_seeds: bool = True) -> pl.DataFrame:  # fmt: skip
     """Every summary metric with its bootstrap interval: columns metric, estimate, ci_low, ci_high.
 
     `scores[task]` has shape (seeds, arms, checkpoints, examples) (see `example_matrix`); arms 1 gives a cell's
@@ -142,6 +128,9 @@ def bootstrap_metrics(scores: Mapping[str, np.ndarray], families: Mapping[str, s
         batch = np.arange(picked.shape[0])
         return values[:, picked.T, batch].mean(axis=1)
 
+    # scipy takes a second to import: only the aggregate job pays it, not the Snakefile that imports this module.
+    from scipy import stats
+
     data = [scores[t] for t in tasks] + ([np.arange(n_seeds)] if n_seeds > 1 and resample_seeds else [])
     per_resample = 8 * n_seeds * n_arms * n_checkpoints * sum(scores[t].shape[-1] for t in tasks)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
@@ -152,14 +141,14 @@ def bootstrap_metrics(scores: Mapping[str, np.ndarray], families: Mapping[str, s
         result = stats.bootstrap(
             data,
             statistic,
-            n_resamples=settings.resamples,
+            n_resamples=settings.bootstrap_resamples,
             confidence_level=settings.confidence,
             method="percentile",
             vectorized=True,
             paired=False,
             axis=-1,
             batch=max(1, _BATCH_BYTES // per_resample),
-            rng=np.random.default_rng(settings.seed),
+            rng=np.random.default_rng(settings.bootstrap_seed),
         )
     return pl.DataFrame(
         {
@@ -172,7 +161,7 @@ def bootstrap_metrics(scores: Mapping[str, np.ndarray], families: Mapping[str, s
 
 
 def _rows(frame: pl.DataFrame, examples_only: pl.DataFrame, keys: dict, n_seeds: int,
-          settings: BootstrapSettings) -> pl.DataFrame:  # fmt: skip
+          settings: AnalysisSettings) -> pl.DataFrame:  # fmt: skip
     resampled = "examples and seeds" if n_seeds > 1 else "examples"
     return frame.select(
         *(pl.lit(v, dtype=pl.String).alias(k) for k, v in keys.items()),
@@ -187,7 +176,7 @@ def _rows(frame: pl.DataFrame, examples_only: pl.DataFrame, keys: dict, n_seeds:
 
 def _per_seed_and_pooled(files_by_seed: Mapping[str, Sequence[Sequence[str]]], keys: dict,
                          families: Mapping[str, str], stages: Sequence[str],
-                         settings: BootstrapSettings) -> list[pl.DataFrame]:  # fmt: skip
+                         settings: AnalysisSettings) -> list[pl.DataFrame]:  # fmt: skip
     """Rows for each seed on its own, then for all seeds together (seed 'all'; the same numbers when there is one
     seed). examples_ci_* hold the interval from test-set sampling alone (the seeds held fixed)."""
     out = []
@@ -206,7 +195,7 @@ def _per_seed_and_pooled(files_by_seed: Mapping[str, Sequence[Sequence[str]]], k
 
 def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequence[str]],
                     families: Mapping[str, str], stages: Sequence[str], reference: str | None,
-                    settings: BootstrapSettings) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+                    settings: AnalysisSettings) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
     """The intervals of every cell's metrics, and the paired comparisons of every precision with `reference`.
 
     `cells[i]` (model, precision, buffer, seed) owns `prediction_files[i]` (its checkpoints in stage order,

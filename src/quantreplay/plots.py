@@ -6,7 +6,7 @@ Each function takes frames and an output stem, and writes `<stem>.png` and `<ste
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -163,7 +163,7 @@ def forward_by_stage(summary: pl.DataFrame, stages: Sequence[str], *, stem: str)
     _save(fig, stem)
 
 
-def training_curves(train_reports: Sequence[str], *, stem: str) -> None:
+def training_loss(train_reports: Sequence[str], *, stem: str) -> None:
     """Loss curves of every first stage (one line per precision and seed): how each precision learns."""
     rows = []
     for path in train_reports:
@@ -201,32 +201,31 @@ def cost_by_precision(train_reports: Sequence[str], *, stem: str) -> None:
 
 
 def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, train_reports: Sequence[str],
-               first_stage_reports: Sequence[str], stages: Sequence[str], out_dir: str) -> list[str]:  # fmt: skip
-    """Every figure of the study into `out_dir`; returns the stems written."""
+               first_stage_reports: Sequence[str], stages: Sequence[str],
+               stems: Mapping[str, str]) -> list[str]:  # fmt: skip
+    """Draw the figures named in `stems` (figure name -> output stem; `quantreplay.grid.plot_names` says which
+    figures a config has) from the aggregated tables and the training reports; returns the stems written."""
     strings = {"buffer": pl.String, "seed": pl.String}
     summary = pl.read_csv(summary_csv, schema_overrides=strings)
     intervals = pl.read_csv(intervals_csv, schema_overrides=strings)
     comparison = pl.read_csv(comparison_csv, schema_overrides=strings)
     first, last = stages[0], stages[-1]
-    stems = []
-
-    def stem(name: str) -> str:
-        stems.append(f"{out_dir}/{name}")
-        return stems[-1]
-
+    retained = f"retention_{first}_after_{last}"
     compared = [(f"forward_{last}", f"forward accuracy of the last stage ({last})")]
     if len(stages) > 1:
-        retained = f"retention_{first}_after_{last}"
         compared.insert(0, (retained, f"{first} accuracy after {last}"))
-        heatmap(summary, retained, title=f"{first} accuracy after the last stage ({last})",
-                stem=stem("heatmap_retention"))  # fmt: skip
-        retention_by_buffer(intervals, retained, title=f"{first} accuracy after {last}, by replay buffer",
-                            stem=stem("retention_by_buffer"))  # fmt: skip
-    heatmap(summary, f"forward_{last}", title=f"Forward accuracy of the last stage ({last})",
-            stem=stem("heatmap_final_forward"))  # fmt: skip
-    if comparison.height:
-        difference_by_buffer(comparison, compared, stem=stem("difference_by_buffer"))
-    forward_by_stage(summary, stages, stem=stem("forward_by_stage"))
-    training_curves(first_stage_reports, stem=stem("training_loss"))
-    cost_by_precision(train_reports, stem=stem("cost_by_precision"))
-    return stems
+    figures = {
+        "heatmap_retention": lambda stem: heatmap(summary, retained, stem=stem,
+                                                  title=f"{first} accuracy after the last stage ({last})"),
+        "retention_by_buffer": lambda stem: retention_by_buffer(
+            intervals, retained, stem=stem, title=f"{first} accuracy after {last}, by replay buffer"),
+        "heatmap_final_forward": lambda stem: heatmap(summary, f"forward_{last}", stem=stem,
+                                                      title=f"Forward accuracy of the last stage ({last})"),
+        "difference_by_buffer": lambda stem: difference_by_buffer(comparison, compared, stem=stem),
+        "forward_by_stage": lambda stem: forward_by_stage(summary, stages, stem=stem),
+        "training_loss": lambda stem: training_loss(first_stage_reports, stem=stem),
+        "cost_by_precision": lambda stem: cost_by_precision(train_reports, stem=stem),
+    }  # fmt: skip
+    for name, stem in stems.items():
+        figures[name](stem)
+    return list(stems.values())

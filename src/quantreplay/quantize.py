@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from quantreplay.settings import Settings, one_of, positive, setting
+
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass(frozen=True)
-class QuantConfig:
-    """How int8 and nf4 quantize the base.
+class QuantConfig(Settings):
+    """How int8 and nf4 quantize the base (config `quantization`).
 
     int8_threshold: LLM.int8's outlier threshold (activations above it take the fp16 path); 6.0 is the
     paper's and bitsandbytes' default. nf4_double_quant: also quantize the per-block scales (QLoRA).
@@ -28,20 +30,10 @@ class QuantConfig:
     computes natively, slowly. GPUs always compute fp16 natively.
     """
 
-    int8_threshold: float = 6.0
-    nf4_double_quant: bool = True
-    nf4_compute_dtype: str = "bf16"
-    cpu_fp16_compute: str = "fp32"
-
-    def __post_init__(self) -> None:
-        if self.int8_threshold <= 0:
-            raise ValueError(f"QuantConfig.int8_threshold must be positive, got {self.int8_threshold!r}")
-        if self.nf4_compute_dtype not in DTYPES:
-            raise ValueError(
-                f"QuantConfig.nf4_compute_dtype must be one of {', '.join(DTYPES)}, got {self.nf4_compute_dtype!r}"
-            )
-        if self.cpu_fp16_compute not in ("fp32", "fp16"):
-            raise ValueError(f"QuantConfig.cpu_fp16_compute must be fp32 or fp16, got {self.cpu_fp16_compute!r}")
+    int8_threshold: float = setting(6.0, positive, "positive")
+    nf4_double_quant: bool = setting(True)
+    nf4_compute_dtype: str = setting("bf16", one_of(*DTYPES), f"one of {', '.join(DTYPES)}")
+    cpu_fp16_compute: str = setting("fp32", one_of("fp32", "fp16"), "fp32 or fp16")
 
 
 def quiet_bitsandbytes() -> None:

@@ -1,6 +1,6 @@
 """One continual-learning stage: LoRA fine-tuning of a frozen (possibly quantized) base on one stage's data.
 
-Read top to bottom: configs, the learning-rate schedule, tokenization and length-grouped batches, then
+Read top to bottom: settings, tokenization and length-grouped batches, then
 `train_stage`, the loop (load, build, step, log, save). Stage 1 creates the adapter; every later stage loads
 the previous stage's adapter and keeps training it, so the DAG's order is the training order.
 """
@@ -16,105 +16,58 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from quantreplay.quantize import QuantConfig, compute_dtype, load_base, quantized_layers, weight_bytes
+from quantreplay import lm
+from quantreplay.quantize import QuantConfig, compute_dtype, quantized_layers, weight_bytes
+from quantreplay.schedule import SCHEDULES, lr_at
+from quantreplay.settings import Settings, non_negative, one_of, parse, positive, setting
 
 # The paper's LoRA targets: every attention and MLP projection of a Llama block.
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-SCHEDULES = ("cosine", "linear", "constant")
-# Labels with this value are ignored by the loss (PyTorch's cross-entropy default).
-IGNORE_INDEX = -100
 # Batches are formed within windows of this many batches sorted by length: padding stays small while the
 # order stays random (the megabatch trick of HF's LengthGroupedSampler).
 LENGTH_WINDOW_BATCHES = 50
 
 
-def _check(cls_name: str, name: str, value, ok: bool, what: str) -> None:
-    if not ok:
-        raise ValueError(f"{cls_name}.{name} must be {what}, got {value!r}")
+@dataclass(frozen=True)
+class LoraSettings(Settings):
+    """The adapter (config `lora`): rank r, scale alpha (the update is scaled by alpha / r), dropout on the
+    adapter's input, the module names that get an adapter."""
+
+    r: int = setting(8, positive, "a positive integer")
+    alpha: float = setting(16, positive, "positive")
+    dropout: float = setting(0.05, lambda v: 0 <= v < 1, "in [0, 1)")
+    target_modules: tuple[str, ...] = setting(LLAMA_PROJECTIONS, len, "non-empty")
 
 
 @dataclass(frozen=True)
-class LoraSettings:
-    """The adapter: rank r, scale alpha (the update is scaled by alpha / r), dropout, target modules."""
-
-    r: int = 8
-    alpha: float = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = LLAMA_PROJECTIONS
-
-    def __post_init__(self) -> None:
-        _check("LoraSettings", "r", self.r, isinstance(self.r, int) and self.r >= 1, "a positive integer")
-        _check("LoraSettings", "alpha", self.alpha, self.alpha > 0, "positive")
-        _check("LoraSettings", "dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1)")
-        _check("LoraSettings", "target_modules", self.target_modules, len(self.target_modules) > 0, "non-empty")
-
-
-@dataclass(frozen=True)
-class StageSettings:
-    """How one stage trains.
+class StageSettings(Settings):
+    """How one stage trains (config `training`, with `training.stages.<family>` applied).
 
     Steps: `max_steps` if set, else ceil(epochs * examples / batch_size). Learning rate: linear warmup over
-    `warmup_steps` to `lr`, then `schedule` (cosine or linear decay to zero, or constant).
+    `warmup_steps` to `lr`, then `schedule` (cosine or linear decay to zero, or constant; quantreplay.schedule).
     """
 
-    lr: float = 2e-4
-    epochs: float = 1.0
-    max_steps: int | None = None
-    warmup_steps: int = 0
-    schedule: str = "cosine"
-    batch_size: int = 8
-    max_seq_len: int = 256
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    gradient_checkpointing: bool = False
-
-    def __post_init__(self) -> None:
-        _check("StageSettings", "lr", self.lr, self.lr > 0, "positive")
-        _check("StageSettings", "epochs", self.epochs, self.epochs > 0, "positive")
-        ok = self.max_steps is None or self.max_steps >= 1
-        _check("StageSettings", "max_steps", self.max_steps, ok, "a positive integer or null")
-        _check("StageSettings", "warmup_steps", self.warmup_steps, self.warmup_steps >= 0, "non-negative")
-        _check("StageSettings", "schedule", self.schedule, self.schedule in SCHEDULES, f"one of {SCHEDULES}")
-        _check("StageSettings", "batch_size", self.batch_size, self.batch_size >= 1, "a positive integer")
-        _check("StageSettings", "max_seq_len", self.max_seq_len, self.max_seq_len >= 8, "at least 8")
-        _check("StageSettings", "weight_decay", self.weight_decay, self.weight_decay >= 0, "non-negative")
-        _check("StageSettings", "grad_clip", self.grad_clip, self.grad_clip > 0, "positive")
+    lr: float = setting(2e-4, positive, "positive")
+    epochs: float = setting(1.0, positive, "positive")
+    max_steps: int | None = setting(None, positive, "a positive integer or null")
+    warmup_steps: int = setting(0, non_negative, "non-negative")
+    schedule: str = setting("cosine", one_of(*SCHEDULES), f"one of {', '.join(SCHEDULES)}")
+    batch_size: int = setting(8, positive, "a positive integer")
+    max_seq_len: int = setting(256, lambda v: v >= 8, "at least 8")
+    weight_decay: float = setting(0.0, non_negative, "non-negative")
+    grad_clip: float = setting(1.0, positive, "positive")
+    gradient_checkpointing: bool = setting(False)
 
     def steps_for(self, n_examples: int) -> int:
         """Optimizer steps of this stage on `n_examples` examples."""
         if self.max_steps is not None:
             return self.max_steps
         return max(1, math.ceil(self.epochs * n_examples / self.batch_size))
-
-
-def settings_from_dict(cls, values: dict):
-    """Build a settings dataclass from a config mapping; unknown keys raise ValueError naming them."""
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**values)
-
-
-def lr_at(step: int, *, lr: float, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Learning rate of optimizer step `step` (0-based)."""
-    # 1) linear warmup from lr / warmup_steps to lr
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    if schedule == "constant":
-        return lr
-    # 2) after warmup, progress goes from 0 to 1 over the remaining steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    # 3) decay to zero: linearly, or along half a cosine
-    if schedule == "linear":
-        return lr * (1 - progress)
-    return lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -131,13 +84,13 @@ def tokenize_example(tokenizer, prompt: str, target: str, *, max_seq_len: int) -
     Over-long examples lose the start of the prompt first (the end of the prompt is what the target follows),
     then the end of the target.
     """
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    bos = lm.bos_ids(tokenizer)
+    prompt_ids = lm.encode(tokenizer, prompt)
+    target_ids = lm.encode(tokenizer, target) + [tokenizer.eos_token_id]
     target_ids = target_ids[: max_seq_len - len(bos) - 1]
     prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_seq_len - len(bos) - len(target_ids))) :]
     ids = bos + prompt_ids + target_ids
-    labels = [IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + target_ids
+    labels = [lm.IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + target_ids
     return Example(ids, labels)
 
 
@@ -164,18 +117,7 @@ def length_grouped_batches(lengths: Sequence[int], *, batch_size: int, steps: in
 
 def collate(examples: Sequence[Example], *, pad_id: int):
     """Right-pad a batch to its longest example: input_ids, attention_mask, labels tensors."""
-    import torch
-
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[row, :n] = torch.tensor(e.input_ids)
-        labels[row, :n] = torch.tensor(e.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return lm.pad_batch([e.input_ids for e in examples], pad=pad_id, labels=[e.labels for e in examples])
 
 
 def read_training_rows(paths: Sequence[str]) -> pl.DataFrame:
@@ -260,22 +202,19 @@ def train_stage(
     """
     import torch
     from tqdm import tqdm
-    from transformers import AutoTokenizer
 
     started = time.perf_counter()
-    torch.set_num_threads(threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = lm.job_device(threads)
     torch.manual_seed(seed)
 
-    # --- load: data, tokenizer, frozen base in the cell's precision, adapter -------------------------------
+    # --- load: data, tokenizer and frozen base in the cell's precision, adapter ----------------------------
     rows = read_training_rows(train_files)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    tokenizer, model = lm.load_checkpoint(base, precision=precision, quant=quant, device=device)
+    pad_id = lm.pad_id(tokenizer)
     examples = [
         tokenize_example(tokenizer, p, t, max_seq_len=stage.max_seq_len)
         for p, t in zip(rows["prompt"], rows["target"], strict=True)
     ]
-    model = load_base(base, precision=precision, quant=quant, device=device)
     layers = quantized_layers(model)
     base_bytes = weight_bytes(model)
     model = attach_adapter(
@@ -345,7 +284,7 @@ def train_stage(
         "stage": asdict(stage),
         "seed": seed,
         "threads": threads,
-        "device": device if device == "cpu" else torch.cuda.get_device_name(),
+        "device": lm.device_name(device),
         "examples": len(examples),
         "steps": steps,
         "loss_curve": curve,
@@ -395,9 +334,9 @@ def run_stage(
         previous_adapter=previous_adapter,
         adapter_out=adapter_out,
         report_out=report_out,
-        lora=settings_from_dict(LoraSettings, settings["lora"]),
-        quant=settings_from_dict(QuantConfig, settings["quantization"]),
-        stage=settings_from_dict(StageSettings, settings["stage"]),
+        lora=parse(LoraSettings, settings["lora"], "lora"),
+        quant=parse(QuantConfig, settings["quantization"], "quantization"),
+        stage=parse(StageSettings, settings["stage"], f"training (stage {cell['stage']})"),
         seed=int(cell["seed"]),
         threads=threads,
         cell=cell,
