@@ -15,12 +15,11 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from quantreplay.data.rows import FAMILIES, SPLITS
+from quantreplay.data.rows import FAMILIES
+from quantreplay.data.sources import source_of
 from quantreplay.model import KINDS as MODEL_KINDS
 from quantreplay.quantize import PRECISIONS
 from quantreplay.settings import SettingError, parse
-
-SOURCES = ("builtin", "offline", "hub")
 
 
 class ConfigError(ValueError):
@@ -73,42 +72,10 @@ def _unique(values: list, key: str) -> None:
 
 def task_catalog_entry(name: str, task: dict) -> tuple[str, tuple[str, ...]]:
     """Return (catalog family, splits) of a configured task; raise ConfigError if its source cannot give it."""
-    source = task["source"]
-    if source == "builtin":
-        from quantreplay.data.builtin import BUILTIN_TASKS
-
-        dataset = task.get("dataset", name)
-        if dataset not in BUILTIN_TASKS:
-            raise ConfigError(
-                f"tasks.{name}.dataset: {dataset!r} is not a builtin task; choose from {', '.join(BUILTIN_TASKS)}"
-            )
-        return BUILTIN_TASKS[dataset], SPLITS
-    if source == "offline":
-        from quantreplay.data.offline import OFFLINE_TASKS
-
-        dataset = task.get("dataset", name)
-        if dataset not in OFFLINE_TASKS:
-            raise ConfigError(
-                f"tasks.{name}.dataset: {dataset!r} is not an offline task; choose from {', '.join(OFFLINE_TASKS)}"
-            )
-        return OFFLINE_TASKS[dataset].family, tuple(OFFLINE_TASKS[dataset].splits)
-    from quantreplay.data.hub import HUB_FORMATS
-
-    splits = tuple(s for s in SPLITS if s in task)
-    if not splits:
-        raise ConfigError(f"tasks.{name}: a hub task needs a train or a test split")
-    for split in splits:
-        fmt = task[split]["format"]
-        if fmt not in HUB_FORMATS:
-            raise ConfigError(
-                f"tasks.{name}.{split}.format: {fmt!r} is not a hub format; choose from {', '.join(HUB_FORMATS)}"
-            )
-        if HUB_FORMATS[fmt].family != task["family"]:
-            raise ConfigError(
-                f"tasks.{name}.{split}.format: {fmt!r} gives {HUB_FORMATS[fmt].family} rows, "
-                f"but the task's family is {task['family']}"
-            )
-    return task["family"], splits
+    try:
+        return source_of(name, task).catalogue_entry(name, task)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _semantic_errors(config: dict) -> Iterator[str]:
@@ -122,17 +89,18 @@ def _semantic_errors(config: dict) -> Iterator[str]:
         if s not in FAMILIES:
             yield f"stages[{i}]: {s!r} is not a task family; choose from {', '.join(FAMILIES)}"
     for name, task in config["tasks"].items():
-        if task["source"] not in SOURCES:
-            yield f"tasks.{name}.source: {task['source']!r} is not a source; choose from {', '.join(SOURCES)}"
+        try:
+            source = source_of(name, task)
+        except ValueError as error:
+            yield str(error)
             continue
         if task["family"] not in FAMILIES:
             yield f"tasks.{name}.family: {task['family']!r} is not a family; choose from {', '.join(FAMILIES)}"
             continue
-        if task["source"] != "hub" and ("train" in task or "test" in task):
-            yield f"tasks.{name}: train/test entries are only for hub tasks, not {task['source']}"
-            continue
-        if task["source"] == "hub" and "dataset" in task:
-            yield f"tasks.{name}.dataset: hub tasks name their data under train/test, not dataset"
+        # The source's own checks first: its catalogue entry is only looked up for an entry it can read.
+        problem = next(source.check(name, task), None)
+        if problem is not None:
+            yield problem
             continue
         family, _ = task_catalog_entry(name, task)
         if family != task["family"]:

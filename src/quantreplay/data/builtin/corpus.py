@@ -1,0 +1,86 @@
+"""The pretraining corpus of the built-in suite: the world stated in plain narrative.
+
+No instruction formats: creatures' facts, what tools are for, how people react to events, how routines go,
+arithmetic statements and small Python functions, so that a base model pretrained on it knows the facts
+that the instruction tasks then ask about.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from quantreplay.data.builtin.math_code import ARG_NAMES, CODE_OPS
+from quantreplay.data.builtin.world import (
+    CLASSES,
+    FOOD_TRAITS,
+    PEOPLE,
+    ROUTINES,
+    SOCIAL_EVENTS,
+    TOOLS,
+    build_world,
+    with_article,
+)
+
+
+def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) -> list[str]:
+    """Plain narrative documents about the world, in none of the instruction formats.
+
+    They teach the base model the creatures' facts, what tools are for, how people react to events, how
+    routines go, arithmetic statements and small Python functions, so fine-tuning mostly has to teach the
+    formats and the mapping from question to fact.
+    """
+    world = build_world(seed, n_creatures)
+    rng = random.Random(f"corpus-{seed}")
+    writers: list[Callable[[], str]] = []
+
+    def creature() -> str:
+        c = rng.choice(world.creatures)
+        cover, move, young = CLASSES[c.klass]
+        intro = f"The {c.name} is {with_article(c.size)} {c.color} {c.klass}."
+        sents = [
+            f"It lives in the {c.habitat}.",
+            f"The {c.name} eats {c.food}.",
+            f"Like every {c.klass}, it has {cover} and {move}.",
+            f"Its young are {young}.",
+            f"Because it eats {c.food}, the {c.name} has {FOOD_TRAITS[c.food]}.",
+        ]
+        rng.shuffle(sents)
+        return " ".join([intro, *sents[: rng.randint(2, len(sents))]])
+
+    def tool() -> str:
+        person, t = rng.choice(PEOPLE), rng.choice(list(TOOLS))
+        return f"{person} took the {t} to {rng.choice(TOOLS[t])}. The {t} is good for that."
+
+    def social() -> str:
+        x, y = rng.sample(PEOPLE, 2)
+        event, feel, want, describe = rng.choice(SOCIAL_EVENTS)
+        fmt = {"x": x, "y": y}
+        return (
+            f"{event.format(**fmt)}. {x} felt {feel}. Then {y} wanted to {want.format(**fmt)}. "
+            f"People say {x} is {describe}."
+        )
+
+    def routine() -> str:
+        name = rng.choice(list(ROUTINES))
+        person = rng.choice(PEOPLE)
+        return f"When {person} was {name}, {person} " + ", then ".join(ROUTINES[name]) + "."
+
+    def numbers() -> str:
+        a, b = rng.randint(0, 50), rng.randint(0, 12)
+        return rng.choice(
+            (
+                f"{a} plus {b} is {a + b}. {a} + {b} = {a + b}.",
+                f"{a} minus {b} is {a - b}.",
+                f"{b} times {a % 13} is {b * (a % 13)}. {b} * {a % 13} = {b * (a % 13)}.",
+            )
+        )
+
+    def code() -> str:
+        name_pat, doc_pat, body_pat, kind = rng.choice(CODE_OPS)
+        k = rng.randint(2, 9)
+        fmt = {"k": k, "m": k + rng.randint(1, 8), "a": rng.choice(ARG_NAMES[kind])}
+        return f"# {doc_pat.format(**fmt)}\nresult = {body_pat.format(**fmt)[len('return ') :]}\n"
+
+    writers = [creature, creature, creature, tool, social, routine, numbers, code]
+    return [rng.choice(writers)() for _ in range(n_documents)]
