@@ -71,7 +71,7 @@ def get_final_output():
 
 
 def get_split_params(wildcards):
-    from quantreplay.data import split_params
+    from quantreplay.data.sources import split_params
 
     return split_params(
         wildcards.task, TASKS[wildcards.task], config["data"], wildcards.split

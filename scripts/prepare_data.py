@@ -6,7 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 # The library in this checkout, also in conda environments (--sdm conda) that do not install the project.
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
-from quantreplay.data import prepare_split
+from quantreplay.data.sources import prepare_split
 
 frame = prepare_split(
     task=snakemake.wildcards.task,

@@ -173,7 +173,7 @@ TINY_TOY = {
 @pytest.fixture(scope="session")
 def tiny_task_files(tmp_path_factory) -> dict[str, str]:
     """Train splits of three builtin tasks (two NLU, one math), 40 rows each, as parquet files."""
-    from quantreplay.data import prepare_split
+    from quantreplay.data.sources import prepare_split
 
     out = tmp_path_factory.mktemp("data")
     files = {}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from quantreplay.data import prepare_split
+from quantreplay.data.sources import prepare_split
 from quantreplay.evaluate import (
     EvalSettings,
     choice_loglikelihoods,

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 from quantreplay.config import ConfigError, check_config, load_schema, task_catalog_entry, task_splits
-from quantreplay.data import prepare_split, split_params
+from quantreplay.data.sources import prepare_split, split_params
 from quantreplay.data.builtin import BUILTIN_TASKS
 from quantreplay.data.hub import HUB_FORMATS
 from quantreplay.data.offline import OFFLINE_TASKS

@@ -15,12 +15,13 @@ stay inside `load`, and the catalogues are imported when first needed, so import
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import polars as pl
 
-from quantreplay.data.rows import SPLITS, to_frame
+from quantreplay.data.rows import SPLITS, to_frame, write_frame
 
 
 class CatalogueEntry(NamedTuple):
@@ -219,3 +220,25 @@ def source_of(task_name: str, task: dict) -> Source:
             f"tasks.{task_name}.source: {task['source']!r} is not a source; choose from {', '.join(SOURCES)}"
         )
     return SOURCES[task["source"]]
+
+
+# --- the prepare_data step ---------------------------------------------------------------------------------
+
+
+def split_params(name: str, task: dict, data: dict, split: str) -> dict:
+    """Everything that decides the rows of `split` of task `name`, as a dict with sorted keys."""
+    return dict(sorted(source_of(name, task).split_params(name, task, data, split).items()))
+
+
+def load_split(*, task: str, split: str, params: dict) -> pl.DataFrame:
+    """The rows of one split as a contract frame (see `quantreplay.data.rows`)."""
+    return source_of(task, params).load(task, split, params)
+
+
+def prepare_split(*, task: str, split: str, params: dict, output: str | Path) -> pl.DataFrame:
+    """Make the rows of one split and write them to `output` (atomically); returns the frame."""
+    frame = load_split(task=task, split=split, params=params)
+    if frame.height == 0:
+        raise ValueError(f"{task}/{split}: no rows")
+    write_frame(frame, output)
+    return frame
