@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from quantreplay.bases import resolve_base
 from quantreplay.evaluate import (
     EvalSettings,
     choice_loglikelihoods,
@@ -15,7 +16,6 @@ from quantreplay.evaluate import (
     score_code,
     subsample,
 )
-from quantreplay.model import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
 
 

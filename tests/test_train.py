@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantreplay.model import resolve_base
+from quantreplay.bases import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
 from quantreplay.train import (
     IGNORE_INDEX,

@@ -17,6 +17,7 @@ import polars as pl
 
 from quantreplay.grid import predictions_path
 from quantreplay.intervals import BootstrapSettings, interval_tables
+from quantreplay.io import write_csv, write_text
 from quantreplay.metrics import metric_columns
 
 ACCURACY_COLUMNS = ("model", "precision", "buffer", "seed", "after_stage", "task", "family", "metric", "value", "n")
@@ -127,12 +128,10 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[Sequence[str]], me
     predictions = [[predictions_path(f) for f in files] for files in score_files]
     intervals, comparison = interval_tables(cells=cells, prediction_files=predictions, families=families,
                                             stages=stages, reference=reference, settings=settings)  # fmt: skip
-    for path in out.values():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    accuracy.write_csv(out["accuracy"])
-    summary.write_csv(out["summary"])
-    intervals.write_csv(out["intervals"])
-    comparison.write_csv(out["comparison"])
-    Path(out["table"]).write_text(paper_table(intervals, comparison, stages))
-    Path(out["table_html"]).write_text(paper_table_html(intervals, comparison, stages))
+    write_csv(accuracy, out["accuracy"])
+    write_csv(summary, out["summary"])
+    write_csv(intervals, out["intervals"])
+    write_csv(comparison, out["comparison"])
+    write_text(out["table"], paper_table(intervals, comparison, stages))
+    write_text(out["table_html"], paper_table_html(intervals, comparison, stages))
     return summary

@@ -15,8 +15,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from quantreplay.bases import KINDS as MODEL_KINDS
 from quantreplay.data.rows import FAMILIES, SPLITS
-from quantreplay.model import KINDS as MODEL_KINDS
 from quantreplay.quantize import PRECISIONS
 
 SOURCES = ("builtin", "offline", "hub")
@@ -149,7 +149,7 @@ def _semantic_errors(config: dict) -> Iterator[str]:
         elif kind != "hub" and "source" in model:
             yield f"models.{name}.source: only hub models take a source, not {kind}"
         elif kind == "toy":
-            from quantreplay.base import toy_spec
+            from quantreplay.bases.toy import toy_spec
 
             try:
                 toy_spec(model["toy"], seed=config["data"]["seed"])

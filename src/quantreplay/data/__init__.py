@@ -10,7 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
-from quantreplay.data.rows import to_frame, write_frame
+from quantreplay.data.rows import to_frame
+from quantreplay.io import write_parquet
 
 
 def split_params(name: str, task: dict, data: dict, split: str) -> dict:
@@ -79,5 +80,5 @@ def prepare_split(*, task: str, split: str, params: dict, output: str | Path) ->
     frame = load_split(task=task, split=split, params=params)
     if frame.height == 0:
         raise ValueError(f"{task}/{split}: no rows")
-    write_frame(frame, output)
+    write_parquet(frame, output)
     return frame
