@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from quantreplay.bases import resolve_base
 from quantreplay.evaluate import EvalSettings, score_multiple_choice, subsample
-from quantreplay.model import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
 
 

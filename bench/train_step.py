@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from quantreplay.data.rows import to_frame, write_frame
-from quantreplay.model import train_tokenizer
+from quantreplay.bases.toy import train_tokenizer
+from quantreplay.data.rows import to_frame
+from quantreplay.io import write_parquet
 from quantreplay.quantize import QuantConfig
 from quantreplay.train import LoraSettings, StageSettings, train_stage
 
@@ -32,7 +33,7 @@ SIZES = {
     "default": dict(
         hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2
     ),
-    # About 27M parameters, the larger model measured in ../shared/FACTS.md.
+    # About 27M parameters: a LoRA step (batch 8 x 128, 2 threads) took 381-631 ms across precisions on CPU.
     "27M": dict(
         hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4
     ),
@@ -73,7 +74,7 @@ def make_data(out: Path, base: Path, *, seq: int, n: int) -> Path:
         for i in range(n)
     ]
     path = out / "bench.parquet"
-    write_frame(to_frame(rows, task="bench", family="nlu", split="train"), path)
+    write_parquet(to_frame(rows, task="bench", family="nlu", split="train"), path)
     return path
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from quantreplay.bases import resolve_base
 from quantreplay.data.sources import prepare_split
 from quantreplay.evaluate import (
     EvalSettings,
@@ -17,7 +18,6 @@ from quantreplay.evaluate import (
     score_code,
     subsample,
 )
-from quantreplay.model import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
 from quantreplay.settings import parse
 

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 import torch
 
+from quantreplay.bases import resolve_base
 from quantreplay.evaluate import EvalSettings, choice_loglikelihoods, evaluate_checkpoint
-from quantreplay.model import resolve_base
 from quantreplay.quantize import QuantConfig, compute_dtype, load_base
 from quantreplay.train import LoraSettings, StageSettings, attach_adapter, collate, tokenize_example, train_stage
 

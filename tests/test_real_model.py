@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, expected_job_counts, job_counts, run_snakemake
-from quantreplay.model import GGUF_FILE
+from quantreplay.bases.gguf import GGUF_FILE
 from quantreplay.replay import Buffer
 
 # The packages that ship the checkpoint and the data (the Makefile installs them).

@@ -9,12 +9,11 @@ import pytest
 
 from conftest import ROOT
 from quantreplay.config import ConfigError, check_config, load_schema, task_catalog_entry, task_splits
-from quantreplay.data.sources import prepare_split, split_params
 from quantreplay.data.builtin import BUILTIN_TASKS
 from quantreplay.data.hub import HUB_FORMATS
 from quantreplay.data.offline import OFFLINE_TASKS
 from quantreplay.data.rows import COLUMNS, FAMILIES, SPLITS, to_frame
-from quantreplay.data.sources import SOURCES, CatalogueEntry, base_params, source_of
+from quantreplay.data.sources import SOURCES, CatalogueEntry, base_params, prepare_split, source_of, split_params
 
 DATA = {
     "seed": 1234,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from quantreplay.bases import resolve_base
 from quantreplay.lm import IGNORE_INDEX
-from quantreplay.model import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
 from quantreplay.schedule import lr_at
 from quantreplay.settings import SettingError, parse

@@ -10,8 +10,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import job_counts, micro_config, run_snakemake
+from quantreplay.bases import resolve_base
 from quantreplay.data.rows import SCHEMA
-from quantreplay.model import resolve_base
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 from peft import PeftModel
 
 from conftest import MICRO_GRID_PRECISIONS, job_counts, micro_config, run_snakemake, scheduled_jobs
-from quantreplay.model import resolve_base
+from quantreplay.bases import resolve_base
 from quantreplay.quantize import QuantConfig, load_base
 
 pytestmark = pytest.mark.slow

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from quantreplay.intervals import AnalysisSettings, interval_tables
+from quantreplay.io import write_csv, write_text
 from quantreplay.metrics import metric_columns
 
 ACCURACY_COLUMNS = ("model", "precision", "buffer", "seed", "after_stage", "task", "family", "metric", "value", "n")
@@ -136,12 +137,10 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_f
     intervals, comparison = interval_tables(cells=cells, prediction_files=per_cell(prediction_files, len(cells)),
                                             families=families, stages=stages,
                                             reference=settings.reference_precision, settings=settings)  # fmt: skip
-    for path in out.values():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    accuracy.write_csv(out["accuracy"])
-    summary.write_csv(out["summary"])
-    intervals.write_csv(out["intervals"])
-    comparison.write_csv(out["comparison"])
-    Path(out["table"]).write_text(paper_table(intervals, comparison, stages))
-    Path(out["table_html"]).write_text(paper_table_html(intervals, comparison, stages))
+    write_csv(accuracy, out["accuracy"])
+    write_csv(summary, out["summary"])
+    write_csv(intervals, out["intervals"])
+    write_csv(comparison, out["comparison"])
+    write_text(out["table"], paper_table(intervals, comparison, stages))
+    write_text(out["table_html"], paper_table_html(intervals, comparison, stages))
     return summary

@@ -15,9 +15,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from quantreplay.bases import KINDS as MODEL_KINDS
 from quantreplay.data.rows import FAMILIES
 from quantreplay.data.sources import source_of
-from quantreplay.model import KINDS as MODEL_KINDS
 from quantreplay.quantize import PRECISIONS
 from quantreplay.settings import SettingError, parse
 
@@ -118,7 +118,7 @@ def _semantic_errors(config: dict) -> Iterator[str]:
         elif kind != "hub" and "source" in model:
             yield f"models.{name}.source: only hub models take a source, not {kind}"
         elif kind == "toy":
-            from quantreplay.base import toy_spec
+            from quantreplay.bases.toy import toy_spec
 
             try:
                 toy_spec(model["toy"], seed=config["data"]["seed"])

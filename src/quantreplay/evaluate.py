@@ -307,11 +307,9 @@ def evaluate_checkpoint(
     Writes per-example predictions (parquet: task, id, output, prediction, correct, ...) and scores.json
     ({"cell": ..., "tasks": {task: {"family", "metric", "value", "n", ...}}}); both atomically.
     """
-    import json
     import time
-    from pathlib import Path
 
-    from quantreplay.data.rows import write_frame
+    from quantreplay.io import write_json, write_parquet
 
     started = time.perf_counter()
     device = lm.job_device(threads)
@@ -332,11 +330,9 @@ def evaluate_checkpoint(
             # Choice indices and numbers in one column across tasks.
             scored = scored.with_columns(pl.col("prediction").cast(pl.String))
         predictions.append(scored.with_columns(task=pl.lit(task)))
-    write_frame(pl.concat(predictions, how="diagonal_relaxed"), predictions_out)
+    write_parquet(pl.concat(predictions, how="diagonal_relaxed"), predictions_out)
     report = {"cell": cell, "adapter": adapter, "tasks": tasks, "wall_seconds": time.perf_counter() - started}
-    tmp = Path(f"{scores_out}.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(scores_out)
+    write_json(scores_out, report, indent=1)
     return report
 
 
@@ -353,7 +349,7 @@ def run_evaluation(
     log=print,
 ) -> dict:
     """The evaluate step: typed settings from the job's params, then `evaluate_checkpoint`."""
-    from quantreplay.model import resolve_base
+    from quantreplay.bases import resolve_base
     from quantreplay.quantize import QuantConfig
 
     return evaluate_checkpoint(

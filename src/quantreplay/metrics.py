@@ -105,6 +105,8 @@ def write_cell_metrics(*, score_files: Sequence[str], stages: Sequence[str], out
     import json
     from pathlib import Path
 
+    from quantreplay.io import write_json
+
     reports = [json.loads(Path(p).read_text()) for p in score_files]
     if len(reports) != len(stages) + 1:
         raise ValueError(f"{len(stages)} stages need {len(stages) + 1} score files, got {len(reports)}")
@@ -119,9 +121,7 @@ def write_cell_metrics(*, score_files: Sequence[str], stages: Sequence[str], out
         "families": families,
         **cl_metrics(matrix),
     }
-    tmp = Path(f"{output}.tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    tmp.replace(output)
+    write_json(output, result, indent=1, default=str)
     return result
 
 

@@ -18,15 +18,19 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from quantreplay.io import atomic_file  # noqa: E402
+
 # Dots per inch of the PNGs: sharp in the HTML report without megabyte files.
 DPI = 150
 
 
 def _save(fig, stem: str) -> None:
-    """Write `fig` as PNG and SVG and free it."""
-    Path(stem).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(f"{stem}.png", dpi=DPI, bbox_inches="tight")
-    fig.savefig(f"{stem}.svg", bbox_inches="tight")
+    """Write `fig` as PNG and SVG (each atomically) and free it."""
+    # The temporary names end in ".partial-<pid>", so the format is given rather than inferred from the name.
+    with atomic_file(f"{stem}.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+    with atomic_file(f"{stem}.svg") as tmp:
+        fig.savefig(tmp, format="svg", bbox_inches="tight")
     plt.close(fig)
 
 

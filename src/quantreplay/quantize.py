@@ -46,7 +46,8 @@ def disable_cpu_inference_repack(model) -> int:
 
     On CPUs with AVX512-BF16, an eval-mode forward under no_grad repacks Linear4bit weights in place for an
     inference kernel; training afterwards crashes on some shapes and on others silently computes wrong LoRA
-    gradients. Turning the repack off right after loading avoids both (measured in ../shared/FACTS.md).
+    gradients (the only sign is a warning that an autograd kernel was not registered). Turning the repack off
+    right after loading avoids both (observed with bitsandbytes >= 0.47).
     """
     import bitsandbytes as bnb
 

@@ -111,13 +111,13 @@ def write_mix(
     log: Callable[[str], None] = print,
 ) -> pl.DataFrame:
     """Read the stage's and the earlier stages' training parquets, mix them, write `output` atomically."""
-    from quantreplay.data.rows import write_frame
+    from quantreplay.io import write_parquet
 
     buf = Buffer.parse(buffer)
     mixed = mix_stage(
         new=[pl.read_parquet(p) for p in new], earlier=[pl.read_parquet(p) for p in earlier], buffer=buf, seed=seed
     )
-    write_frame(mixed, output)
+    write_parquet(mixed, output)
     counts = mixed.group_by("task", "replay").len().sort("task")
     for task, replay, n in counts.iter_rows():
         log(f"{task}: {n} {'replayed' if replay else 'new'}")

@@ -7,8 +7,6 @@ the previous stage's adapter and keeps training it, so the DAG's order is the tr
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import random
@@ -17,11 +15,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import polars as pl
 
 from quantreplay import lm
+from quantreplay.io import package_versions, sha256_files, staging_dir, write_json
 from quantreplay.quantize import QuantConfig, compute_dtype, quantized_layers, weight_bytes
 from quantreplay.schedule import SCHEDULES, lr_at
 from quantreplay.settings import Settings, non_negative, one_of, parse, positive, setting
@@ -126,16 +124,6 @@ def read_training_rows(paths: Sequence[str]) -> pl.DataFrame:
     return pl.concat(frames, how="vertical")
 
 
-def _sha256_files(paths: Sequence[str]) -> dict[str, str]:
-    return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("torch", "transformers", "peft", "bitsandbytes", "accelerate")}
-
-
 def attach_adapter(
     model, *, lora: LoraSettings, previous_adapter: str | None, seed: int, gradient_checkpointing: bool
 ):
@@ -195,7 +183,7 @@ def train_stage(
 ) -> StageResult:
     """Train one stage and write the adapter (a PEFT folder) and train.json.
 
-    `base` is what `from_pretrained` takes (see quantreplay.model.resolve_base); `train_files` are the stage's
+    `base` is what `from_pretrained` takes (see quantreplay.bases.resolve_base); `train_files` are the stage's
     parquets; `previous_adapter` is the previous stage's adapter folder, None for stage 1. `cell` (model,
     precision, seed, buffer, stage) is copied into the report. The adapter folder is written under a temporary
     name and renamed when complete.
@@ -271,9 +259,8 @@ def train_stage(
 
     # --- save ---------------------------------------------------------------------------------------------
     train_seconds = sum(step_seconds)
-    tmp = Path(f"{adapter_out}.tmp")
-    model.save_pretrained(tmp)
-    tmp.rename(adapter_out)
+    with staging_dir(adapter_out) as tmp:
+        model.save_pretrained(tmp)
     steady = sorted(step_seconds[1:] or step_seconds)
     report = {
         "cell": cell,
@@ -303,11 +290,11 @@ def train_stage(
         "base_layers": layers,
         "compute_dtype": compute_dtype(precision, quant=quant, device=device),
         "loss_scaling": scaler.is_enabled(),
-        "versions": _versions(),
-        "data_sha256": _sha256_files(train_files),
+        "versions": package_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate")),
+        "data_sha256": sha256_files(train_files),
         "pid": os.getpid(),
     }
-    Path(report_out).write_text(json.dumps(report, indent=1))
+    write_json(report_out, report, indent=1)
     log(f"trained {steps} steps in {train_seconds:.1f} s, last loss {curve[-1][1]:.4f}")
     return StageResult(steps=steps, examples=len(examples), loss_curve=curve, report=report)
 
@@ -325,7 +312,7 @@ def run_stage(
     log: Callable[[str], None] = print,
 ) -> StageResult:
     """The train_stage step: build the typed settings from the job's params and train the stage."""
-    from quantreplay.model import resolve_base
+    from quantreplay.bases import resolve_base
 
     return train_stage(
         base=resolve_base(base_dir),

