@@ -1,6 +1,5 @@
 """Shared helpers: the repository root, the default config, and running Snakemake on a config."""
 
-import copy
 import os
 import subprocess
 import sys
@@ -19,8 +18,10 @@ def default_config() -> dict:
         return yaml.safe_load(fh)
 
 
-def run_snakemake(config: dict, workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile on `config` with `workdir` as the working directory."""
+def run_snakemake(
+    config: dict, workdir: Path, *args: str, timeout: float = 600, snakefile: Path = ROOT / "Snakefile"
+) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile (or `snakefile`) on `config` with `workdir` as the working directory."""
     configfile = workdir / "config.yaml"
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -28,7 +29,7 @@ def run_snakemake(config: dict, workdir: Path, *args: str, timeout: float = 600)
         [
             SNAKEMAKE,
             "--snakefile",
-            str(ROOT / "Snakefile"),
+            str(snakefile),
             "--directory",
             str(workdir),
             "--configfile",
@@ -44,17 +45,18 @@ def run_snakemake(config: dict, workdir: Path, *args: str, timeout: float = 600)
     )
 
 
-def micro_config(default: dict) -> dict:
-    """The default config shrunk to seconds: small splits and a tiny toy base."""
-    config = copy.deepcopy(default)
-    config["data"]["builtin"] = {"train_size": 40, "test_size": 10, "n_creatures": 10}
-    config["models"]["toy"]["toy"] = {**TINY_TOY, "corpus_documents": 300}
-    config["models"]["toy"]["resources"]["build_base"]["threads"] = 1
+# The micro grid as a file a user can run too (`--configfile tests/config/micro.yaml`).
+MICRO_CONFIG = ROOT / "tests" / "config" / "micro.yaml"
+
+
+def micro_config(default: dict | None = None) -> dict:
+    """The micro configuration (tests/config/micro.yaml) narrowed to two precisions, fp16 and nf4: seconds per job.
+
+    `default` is accepted for the callers that pass the default config; the micro file is a whole configuration.
+    """
+    with open(MICRO_CONFIG) as fh:
+        config = yaml.safe_load(fh)
     config["precisions"] = ["fp16", "nf4"]
-    config["buffers"] = [0, 0.1]
-    config["stages"] = ["nlu", "math"]
-    config["training"].update(max_steps=3, batch_size=4, warmup_steps=1, stages={})
-    config["evaluation"] = {"max_examples": 4, "max_new_tokens": {"nlu": 4, "math": 12, "code": 12}, "batch_size": 8}
     return config
 
 
@@ -67,7 +69,7 @@ def micro_grid(default_config, tmp_path_factory) -> tuple[Path, dict]:
     """The micro config over every precision, run to the end once per session: (workdir, config). Tests read it;
     a test that changes it works on a copy."""
     workdir = tmp_path_factory.mktemp("grid")
-    config = micro_config(default_config)
+    config = micro_config()
     config["precisions"] = MICRO_GRID_PRECISIONS
     proc = run_snakemake(config, workdir)
     assert proc.returncode == 0, proc.stderr[-6000:]
@@ -153,21 +155,8 @@ def scheduled_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
-TINY_TOY = {
-    "vocab_size": 400,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_layers": 2,
-    "num_heads": 2,
-    "num_kv_heads": 1,
-    "max_position_embeddings": 256,
-    "pretrain_steps": 6,
-    "batch_size": 4,
-    "seq_len": 64,
-    "lr": 0.003,
-    "warmup_steps": 2,
-    "weight_decay": 0.1,
-}
+# The micro grid's toy base (about 100k parameters), also the unit tests' tiny base.
+TINY_TOY = micro_config()["models"]["toy"]["toy"]
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +192,7 @@ def tiny_base(tmp_path_factory, tiny_task_files) -> str:
     from quantreplay.bases import build_base
 
     out = tmp_path_factory.mktemp("base") / "toy"
-    spec = {"kind": "toy", "corpus_seed": 0, "toy": {**TINY_TOY, "corpus_documents": 300}}
+    spec = {"kind": "toy", "corpus_seed": 0, "toy": TINY_TOY}
     build_base(
         output=str(out),
         spec=spec,

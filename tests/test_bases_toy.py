@@ -116,12 +116,12 @@ def test_tokenizer_rejects_tiny_vocab():
         ({"num_layers": -2}, ["num_layers", "-2"]),
         ({"batch_size": 2.5}, ["batch_size", "2.5"]),
         ({"vocab_size": 100}, ["vocab_size", "100"]),
-        ({"hidden_size": 30}, ["hidden_size=30", "num_heads=4"]),
-        ({"hidden_size": 36, "num_heads": 12, "num_kv_heads": 4}, ["hidden_size=36", "odd"]),
+        ({"hidden_size": 30}, ["hidden_size: 30", "num_heads=4"]),
+        ({"hidden_size": 36, "num_heads": 12, "num_kv_heads": 4}, ["hidden_size: 36", "odd"]),
         ({"num_kv_heads": 3}, ["num_kv_heads=3"]),
-        ({"seq_len": 128}, ["seq_len=128", "max_position_embeddings=64"]),
-        ({"warmup_steps": 31}, ["warmup_steps=31"]),
-        ({"warmup_steps": -1}, ["warmup_steps=-1"]),
+        ({"seq_len": 128}, ["seq_len: 128", "max_position_embeddings=64"]),
+        ({"warmup_steps": 31}, ["warmup_steps: 31", "pretrain_steps=30"]),
+        ({"warmup_steps": -1}, ["warmup_steps", "-1"]),
         ({"lr": 0.0}, ["lr", "0.0"]),
         ({"lr": "1e-3"}, ["lr", "'1e-3'"]),
         ({"lr": float("nan")}, ["lr", "nan"]),
@@ -138,9 +138,11 @@ def test_toyspec_rejects_bad_values(changes, needles):
 
 def test_toy_spec_reads_a_config_section():
     section = {k: v for k, v in dataclasses.asdict(TINY).items() if k != "seed"}
-    assert toy_spec({**section, "corpus_documents": 300}, seed=0) == TINY
-    with pytest.raises(ValueError, match="corpus_document"):
-        toy_spec({**section, "corpus_document": 300}, seed=0)
+    assert toy_spec({**section, "corpus_documents": 300}, seed=0) == dataclasses.replace(TINY, corpus_documents=300)
+    with pytest.raises(ValueError, match=r"^models\.toy\.toy\.corpus_document: unknown key"):
+        toy_spec({**section, "corpus_document": 300}, seed=0, key="models.toy.toy")
+    # Keys left out take the spec's defaults, the default config's toy.
+    assert toy_spec({}, seed=3) == ToySpec(seed=3) and ToySpec().hidden_size == 192
 
 
 def test_tokenizer_texts_joins_prompt_and_target(tmp_path):
@@ -153,16 +155,6 @@ def test_tokenizer_texts_joins_prompt_and_target(tmp_path):
             {"prompt": [p for p, _ in rows], "target": [t for _, t in rows], "id": ["1"] * len(rows)}
         ).write_parquet(paths[-1])
     assert tokenizer_texts(paths) == ["Q: 1+1=2", "Hi there", "xy"]
-
-
-def test_toyspec_from_dict():
-    values = dataclasses.asdict(TINY)
-    assert ToySpec.from_dict(values) == TINY
-    with pytest.raises(ValueError, match="hiden_size"):
-        ToySpec.from_dict({**values, "hiden_size": 32})
-    values.pop("seed")
-    with pytest.raises(ValueError, match="seed"):
-        ToySpec.from_dict(values)
 
 
 # ---------------------------------------------------------------- toy build

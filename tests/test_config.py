@@ -79,8 +79,12 @@ BAD_CONFIGS = [
     ("negative seed", _set("seeds", [-1]), "seeds[0]: -1 is less than the minimum of 0"),
     ("unknown model kind", _set("models.toy.kind", "onnx"), "models.toy.kind: 'onnx' is not a model kind"),
     ("hub model without source", _set("models.toy.kind", "hub"), "models.toy.source: a hub model needs a source"),
-    ("heads do not divide width", _set("models.toy.toy.num_heads", 5), "models.toy.toy: "),
-    ("sequence longer than positions", _set("models.toy.toy.seq_len", 1024), "models.toy.toy: "),
+    (
+        "heads do not divide width",
+        _set("models.toy.toy.num_heads", 5),
+        "models.toy.toy.hidden_size: 192 is not divisible by",
+    ),
+    ("sequence longer than positions", _set("models.toy.toy.seq_len", 1024), "models.toy.toy.seq_len: 1024 exceeds"),
     ("learning rate as text", _set("models.toy.toy.lr", "3e-3"), "models.toy.toy.lr: '3e-3' is not of type"),
     ("no models", _set("models", {}), "models: {} should be non-empty"),
     (

@@ -13,7 +13,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -21,6 +21,7 @@ import polars as pl
 from quantreplay.bases import BASE_JSON, write_record
 from quantreplay.io import package_versions, sha256_texts, staging_dir
 from quantreplay.schedule import pretrain_lr_at
+from quantreplay.settings import SettingError, Settings, non_negative, parse, positive, setting
 
 if TYPE_CHECKING:
     # Annotation only: transformers takes seconds to import, so it is imported where it is used.
@@ -46,111 +47,59 @@ GRAD_CLIP = 1.0
 LOG_EVERY = 10
 # Llama's default RMSNorm epsilon, appropriate for fp32 training.
 RMS_NORM_EPS = 1e-5
+
+
 # Keys of a toy model's config that shape its corpus rather than its ToySpec.
-CORPUS_KEYS = ("corpus_documents",)
-
-
 @dataclass(frozen=True)
-class ToySpec:
-    """Architecture and pretraining recipe of a toy Llama base.
+class ToySpec(Settings):
+    """Architecture, corpus and pretraining recipe of a toy Llama base (config `models.<name>.toy`; `seed` comes
+    from `data.seed`).
 
-    Sizes are positive integers; `hidden_size` splits evenly into `num_heads` heads of even width (rotary
-    embeddings rotate pairs of dimensions), `num_heads` into `num_kv_heads` groups (grouped-query attention),
-    `seq_len` fits in `max_position_embeddings`, `0 <= warmup_steps <= pretrain_steps`, `lr > 0`,
-    `weight_decay >= 0`, `seed >= 0`. A bad value raises `ValueError` naming the field and the value.
+    `hidden_size` splits evenly into `num_heads` heads of even width (rotary embeddings rotate pairs of
+    dimensions), `num_heads` into `num_kv_heads` groups (grouped-query attention), `seq_len` fits in
+    `max_position_embeddings`, and `warmup_steps` lies within `pretrain_steps`.
     """
 
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    max_position_embeddings: int
-    pretrain_steps: int
-    batch_size: int
-    seq_len: int
-    lr: float
-    warmup_steps: int
-    weight_decay: float
-    seed: int
+    vocab_size: int = setting(
+        2048, lambda v: v >= MIN_VOCAB_SIZE, f"at least {MIN_VOCAB_SIZE} (256 bytes + special tokens)"
+    )
+    hidden_size: int = setting(192, positive, "positive")
+    intermediate_size: int = setting(512, positive, "positive")
+    num_layers: int = setting(4, positive, "positive")
+    num_heads: int = setting(6, positive, "positive")
+    num_kv_heads: int = setting(2, positive, "positive")
+    max_position_embeddings: int = setting(512, positive, "positive")
+    corpus_documents: int = setting(20000, positive, "positive")
+    pretrain_steps: int = setting(400, positive, "positive")
+    batch_size: int = setting(32, positive, "positive")
+    seq_len: int = setting(128, positive, "positive")
+    lr: float = setting(0.003, positive, "positive")
+    warmup_steps: int = setting(40, non_negative, "non-negative")
+    weight_decay: float = setting(0.1, non_negative, "non-negative")
+    seed: int = setting(0, non_negative, "non-negative")
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type in ("int", int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"ToySpec.{f.name} must be an integer, got {value!r}")
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"ToySpec.{f.name} must be a finite number, got {value!r}")
-        positive = (
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_layers",
-            "num_heads",
-            "num_kv_heads",
-            "max_position_embeddings",
-            "pretrain_steps",
-            "batch_size",
-            "seq_len",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ToySpec.{name} must be positive, got {getattr(self, name)!r}")
-        if self.vocab_size < MIN_VOCAB_SIZE:
-            raise ValueError(
-                f"ToySpec.vocab_size must be at least {MIN_VOCAB_SIZE} (256 bytes + special tokens), "
-                f"got {self.vocab_size!r}"
-            )
+    def _check_fields(self) -> None:
         if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"ToySpec.hidden_size={self.hidden_size!r} is not divisible by num_heads={self.num_heads!r}"
-            )
+            raise SettingError("hidden_size", f"{self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if (self.hidden_size // self.num_heads) % 2:
-            raise ValueError(
-                f"ToySpec.hidden_size={self.hidden_size!r} / num_heads={self.num_heads!r} gives an odd head "
-                "width; rotary embeddings need an even one"
+            raise SettingError(
+                "hidden_size",
+                f"{self.hidden_size} / num_heads={self.num_heads} gives an odd head width; rotary embeddings need "
+                "an even one",
             )
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"ToySpec.num_heads={self.num_heads!r} is not divisible by num_kv_heads={self.num_kv_heads!r}"
-            )
+            raise SettingError("num_heads", f"{self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}")
         if self.seq_len > self.max_position_embeddings:
-            raise ValueError(
-                f"ToySpec.seq_len={self.seq_len!r} exceeds max_position_embeddings={self.max_position_embeddings!r}"
+            raise SettingError(
+                "seq_len", f"{self.seq_len} exceeds max_position_embeddings={self.max_position_embeddings}"
             )
-        if not 0 <= self.warmup_steps <= self.pretrain_steps:
-            raise ValueError(
-                f"ToySpec.warmup_steps={self.warmup_steps!r} must lie in [0, pretrain_steps={self.pretrain_steps!r}]"
-            )
-        if self.lr <= 0:
-            raise ValueError(f"ToySpec.lr must be positive, got {self.lr!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"ToySpec.weight_decay must be non-negative, got {self.weight_decay!r}")
-        if self.seed < 0:
-            raise ValueError(f"ToySpec.seed must be non-negative, got {self.seed!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ToySpec:
-        """Build a spec from a config mapping; unknown or missing keys raise `ValueError` naming them.
-
-        YAML writes `1e-3` as a string and `3.0e-4` as a float; numbers given as strings are not accepted, so a
-        config typo fails here rather than deep inside training.
-        """
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        missing = sorted(names - set(values))
-        if unknown:
-            raise ValueError(f"ToySpec: unknown field(s) {unknown}")
-        if missing:
-            raise ValueError(f"ToySpec: missing field(s) {missing}")
-        return cls(**values)
+        if self.warmup_steps > self.pretrain_steps:
+            raise SettingError("warmup_steps", f"{self.warmup_steps} exceeds pretrain_steps={self.pretrain_steps}")
 
 
-def toy_spec(toy: dict, *, seed: int) -> ToySpec:
-    """The ToySpec of a toy model's config section; raises ValueError naming a bad field."""
-    return ToySpec.from_dict({**{k: v for k, v in toy.items() if k not in CORPUS_KEYS}, "seed": seed})
+def toy_spec(toy: dict, *, seed: int, key: str = "toy") -> ToySpec:
+    """The ToySpec of a toy model's config section at config key `key`; raises SettingError naming the key."""
+    return parse(ToySpec, {**toy, "seed": seed}, key)
 
 
 def tokenizer_texts(paths: Sequence[str]) -> list[str]:
