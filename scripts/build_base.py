@@ -6,7 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 # The library in this checkout, also in conda environments (--sdm conda) that do not install the project.
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
-from quantreplay.bases import build_base
+from quantreplay.bases.build import build_base
 
 build_base(
     output=snakemake.output[0],

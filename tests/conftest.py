@@ -189,7 +189,7 @@ def tiny_base(tmp_path_factory, tiny_task_files) -> str:
 
     64 wide, because narrower layers do not reach bitsandbytes' CPU inference repack that the nf4 test guards.
     """
-    from quantreplay.bases import build_base
+    from quantreplay.bases.build import build_base
 
     out = tmp_path_factory.mktemp("base") / "toy"
     spec = {"kind": "toy", "corpus_seed": 0, "toy": TINY_TOY}

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from quantreplay.bases import BASE_JSON, build_base, read_base, resolve_base
+from quantreplay.bases import BASE_JSON, read_base, resolve_base
+from quantreplay.bases.build import build_base
 from quantreplay.bases.hub import link_hub_base
 
 

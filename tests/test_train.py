@@ -10,7 +10,6 @@ import torch
 from quantreplay.bases import resolve_base
 from quantreplay.lm import IGNORE_INDEX
 from quantreplay.quantize import QuantConfig, load_base
-from quantreplay.schedule import lr_at
 from quantreplay.settings import SettingError, parse
 from quantreplay.train import (
     LoraSettings,
@@ -44,16 +43,6 @@ def _train(
         cell={"precision": precision, "stage": "nlu"},
         log=lambda s: None,
     )
-
-
-def test_lr_schedule():
-    kw = {"lr": 1.0, "warmup_steps": 4, "total_steps": 14}
-    assert [lr_at(s, schedule="cosine", **kw) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert lr_at(4, schedule="cosine", **kw) == 1.0
-    assert lr_at(9, schedule="cosine", **kw) == pytest.approx(0.5)
-    assert lr_at(9, schedule="linear", **kw) == pytest.approx(0.5)
-    assert lr_at(13, schedule="constant", **kw) == 1.0
-    assert lr_at(14, schedule="linear", **kw) == pytest.approx(0.0)
 
 
 def test_settings_reject_bad_values_by_name():

@@ -20,7 +20,7 @@ import polars as pl
 
 from quantreplay.bases import BASE_JSON, write_record
 from quantreplay.io import package_versions, sha256_texts, staging_dir
-from quantreplay.schedule import pretrain_lr_at
+from quantreplay.schedule import lr_at
 from quantreplay.settings import SettingError, Settings, non_negative, parse, positive, setting
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ def build_toy_base(
     `LlamaForCausalLM` (rotary positions, SiLU MLP, RMSNorm, tied input/output embeddings) with the
     tokenizer's bos/eos/pad ids. Pretraining: documents joined with eos, packed into `spec.seq_len` blocks,
     batches drawn from seeded permutations of the blocks; AdamW with linear warmup and cosine decay
-    (`quantreplay.schedule.pretrain_lr_at`), gradient clipping at 1.0, fp32, `threads` torch threads.
+    (`quantreplay.schedule.lr_at`), gradient clipping at 1.0, fp32, `threads` torch threads.
     Everything is seeded from `spec.seed`, so two builds with the same inputs and thread count write
     byte-identical weights.
 
@@ -270,11 +270,12 @@ def build_toy_base(
             train_started = time.perf_counter()
             for step, idx in enumerate(order):
                 t0 = time.perf_counter()
-                lr = pretrain_lr_at(
+                lr = lr_at(
                     step,
-                    max_lr=spec.lr,
+                    lr=spec.lr,
                     warmup_steps=spec.warmup_steps,
                     total_steps=spec.pretrain_steps,
+                    schedule="cosine",
                     min_lr=min_lr,
                 )
                 for group in optimizer.param_groups:
