@@ -7,7 +7,7 @@ from dataclasses import replace
 import polars as pl
 import pytest
 
-from quantreplay.aggregate import ACCURACY_COLUMNS, aggregate
+from quantreplay.aggregate import ACCURACY_COLUMNS, aggregate, per_cell
 from quantreplay.intervals import AnalysisSettings
 from quantreplay.metrics import write_cell_metrics
 
@@ -102,12 +102,7 @@ def test_without_a_reference_there_is_no_comparison(tmp_path):
     assert "Difference" not in (tmp_path / "tables" / "table.md").read_text()
 
 
-def test_figure_list_follows_the_stages_and_buffers_sort_by_value():
-    from quantreplay.grid import plot_names
-    from quantreplay.plots import _buffer_order
-
-    config = {"stages": ["nlu", "math"], "precisions": ["fp16", "nf4"], "analysis": {"reference_precision": None}}
-    assert "heatmap_retention" in plot_names(config) and "difference_by_buffer" in plot_names(config)
-    assert "heatmap_retention" not in plot_names({**config, "stages": ["nlu"]})
-    assert "difference_by_buffer" not in plot_names({**config, "precisions": ["int8", "nf4"]})
-    assert _buffer_order(["0.1", "0", "n5", "0.001", "1", "n2"]) == ["0", "0.001", "0.1", "1", "n2", "n5"]
+def test_checkpoint_files_are_cut_back_into_cells():
+    assert per_cell(["a0", "a1", "b0", "b1"], 2) == [["a0", "a1"], ["b0", "b1"]]
+    with pytest.raises(ValueError, match="5 checkpoint files do not split evenly into 2 cells"):
+        per_cell(["a"] * 5, 2)

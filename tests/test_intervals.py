@@ -4,7 +4,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from quantreplay.grid import reference_precision
 from quantreplay.intervals import (
     AnalysisSettings,
     bootstrap_metrics,
@@ -157,15 +156,6 @@ def test_examples_align_by_id_and_a_mismatch_names_the_file(tmp_path):
     with pytest.raises(ValueError, match="other.parquet: task 'boolq' scored other examples"):
         example_matrix([[[files[0], other, files[2]]]])
     read_example_scores.cache_clear()
-
-
-def test_reference_precision():
-    assert reference_precision(["fp16", "int8", "nf4"], None) == "fp16"
-    assert reference_precision(["bf16", "fp32", "nf4"], None) == "fp32"
-    assert reference_precision(["int8", "nf4"], None) is None
-    assert reference_precision(["bf16", "nf4"], "nf4") == "nf4"
-    with pytest.raises(ValueError, match="'fp32' is not one of the precisions"):
-        reference_precision(["fp16", "nf4"], "fp32")
 
 
 def test_a_task_with_one_example_is_refused():

@@ -32,8 +32,11 @@ def _mc(prompt: str, correct: str, wrong: list[str], rng: random.Random) -> dict
     return {"prompt": prompt, "choices": choices, "answer": choices.index(correct), "target": correct}
 
 
-def _listed(question: str, options: list[str]) -> str:
-    return question + "\n" + "\n".join(f"Answer{i + 1}: {o}" for i, o in enumerate(options)) + "\nAnswer:"
+def _listed_row(question: str, options: list[str], correct: str) -> dict:
+    """A row whose prompt lists the options (Answer1: ...) and whose choices are the options themselves."""
+    prompt = question + "\n" + "\n".join(f"Answer{i + 1}: {o}" for i, o in enumerate(options)) + "\nAnswer:"
+    return {"prompt": prompt, "choices": [" " + o for o in options], "answer": options.index(correct),
+            "target": " " + correct}  # fmt: skip
 
 
 def _boolq(world: World, rng: random.Random) -> dict:
@@ -98,12 +101,7 @@ def _siqa(world: World, rng: random.Random) -> dict:
     rng.shuffle(options)
     correct = correct.format(**fmt)
     context = event.format(**fmt) + "."
-    return {
-        "prompt": _listed(f"{context} {question}", options),
-        "choices": [" " + o for o in options],
-        "answer": options.index(correct),
-        "target": " " + correct,
-    }
+    return _listed_row(f"{context} {question}", options, correct)
 
 
 def _arc_easy(world: World, rng: random.Random) -> dict:
@@ -117,12 +115,7 @@ def _arc_easy(world: World, rng: random.Random) -> dict:
     wrong = rng.sample([v for v in values if v != correct], 3)
     options = [correct, *wrong]
     rng.shuffle(options)
-    return {
-        "prompt": _listed("Question: " + noun.format(n=c.name), options),
-        "choices": [" " + o for o in options],
-        "answer": options.index(correct),
-        "target": " " + correct,
-    }
+    return _listed_row("Question: " + noun.format(n=c.name), options, correct)
 
 
 def _arc_challenge(world: World, rng: random.Random) -> dict:
@@ -140,12 +133,7 @@ def _arc_challenge(world: World, rng: random.Random) -> dict:
     wrong = rng.sample(wrong, 3)
     options = [correct, *wrong]
     rng.shuffle(options)
-    return {
-        "prompt": _listed("Question: " + question, options),
-        "choices": [" " + o for o in options],
-        "answer": options.index(correct),
-        "target": " " + correct,
-    }
+    return _listed_row("Question: " + question, options, correct)
 
 
 def _openbookqa(world: World, rng: random.Random) -> dict:
@@ -160,12 +148,7 @@ def _openbookqa(world: World, rng: random.Random) -> dict:
     options = [correct, *wrong]
     rng.shuffle(options)
     fact = f"Fact: every creature that eats {food} has {FOOD_TRAITS[food]}."
-    return {
-        "prompt": _listed(f"{fact}\nQuestion: Which of these has {FOOD_TRAITS[food]}?", options),
-        "choices": [" " + o for o in options],
-        "answer": options.index(correct),
-        "target": " " + correct,
-    }
+    return _listed_row(f"{fact}\nQuestion: Which of these has {FOOD_TRAITS[food]}?", options, correct)
 
 
 def _hellaswag(world: World, rng: random.Random) -> dict:
