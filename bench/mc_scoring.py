@@ -80,8 +80,9 @@ def main() -> None:
                "shared_s": times["shared"][0], "speedup": times["full"][0] / times["shared"][0],
                "max_relative_difference": diff}  # fmt: skip
         rows.append(row)
-        print(f"{task:>14}: {row['requests']:5d} requests  full {row['full_s']:7.2f} s  shared {row['shared_s']:7.2f} s"
-              f"  x{row['speedup']:.1f}  max relative difference {diff:.1e}", flush=True)  # fmt: skip
+        print(f"{task:>14}: {row['requests']:5d} requests  full {row['full_s']:7.2f} s  "
+              f"shared {row['shared_s']:7.2f} s  x{row['speedup']:.1f}  max relative difference {diff:.1e}",
+              flush=True)  # fmt: skip
     full, shared = sum(r["full_s"] for r in rows), sum(r["shared_s"] for r in rows)
     print(f"all NLU tasks: full {full:.1f} s, shared {shared:.1f} s: x{full / shared:.1f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

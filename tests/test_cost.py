@@ -26,7 +26,8 @@ def test_costs_sum_per_rule_precision_and_stage_and_the_critical_path_follows_ne
         {"rule": "train_stage", "wildcards": {"precision": "nf4"}, "stage": "nlu", "id": "t2", "needs": ["d"]},
         {"rule": "evaluate", "wildcards": {"precision": "nf4"}, "stage": "nlu", "id": "e", "needs": ["t1", "t2"]},
     ]
-    files = [_benchmark(tmp_path / f"{j['id']}.tsv", w, c) for j, w, c in zip(jobs, (1, 10, 3, 2), (1, 9, 3, "NA"))]
+    costs = zip(jobs, (1, 10, 3, 2), (1, 9, 3, "NA"), strict=True)
+    files = [_benchmark(tmp_path / f"{j['id']}.tsv", wall, cpu) for j, wall, cpu in costs]
     table = job_table(jobs, files)
     cost = cost_table(table)
     train = cost.filter(pl.col("rule") == "train_stage").row(0, named=True)
