@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # munge and SLURM for tests/test_slurm.py's one-node cluster.
 SYSTEM_PACKAGES ?= chromium munge slurm-client slurmctld slurmd
 
-.PHONY: install run run-real test lint system-deps
+.PHONY: install run run-real cost test lint system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: $(STAMP)
 	$(BIN)/snakemake --report results/report.html
 	@cat results/tables/paper_table.md
 	@echo "Report: $(CURDIR)/results/report.html"
+
+# Where the last run's time went: total CPU time and the critical path, from Snakemake's benchmark files.
+cost: $(STAMP)
+	$(BIN)/python -m quantreplay.cost results/tables/jobs.csv
 
 # The real-model tier (SmolLM2-135M and real data from PyPI packages, offline) in its own folder, runs/smollm2/, so
 # its results and the default tier's never overwrite each other: about 7 hours on 2 cores (README).

@@ -1,4 +1,10 @@
-"""Benchmark: one LoRA training step per precision, the pipeline's loop against a bare PyTorch + PEFT loop.
+"""Benchmark: one LoRA training step per precision, against the machine's floor and a bare PyTorch + PEFT loop.
+
+The floor is the step's matmul FLOPs at the machine's fp32 matmul speed at the model's own shapes, measured in the
+same run on the same threads: a step can only be faster than it by skipping work. Each precision's step time is
+printed as the floor's fraction of it ("of floor": 1.0 would be all matmuls at peak and nothing else), beside
+the plainest transformers + PEFT loop on the same model. The CPU's vector capability (AVX2, AVX512) is printed
+first: step times mean little without it.
 
 For the default toy architecture (about 2M parameters) and a ~27M-parameter variant, with random weights
 (speed does not depend on them), the pipeline's `train_stage` runs `--steps` steps on examples of one fixed
@@ -78,6 +84,44 @@ def make_data(out: Path, base: Path, *, seq: int, n: int) -> Path:
     return path
 
 
+def step_matmuls(config, *, batch: int, seq: int, rank: int) -> list[tuple[int, int, int, int]]:
+    """The matmuls of one LoRA step on a Llama `config` as (count, m, k, n) for an m x k @ k x n product.
+
+    Frozen projections: the forward product and, in backward, the gradient for their input (no weight gradient).
+    LoRA's A and B (rank `rank`): forward, input gradient and weight gradient. Attention: scores and the
+    weighted sum, forward and both backward products. The tied output head: forward and input gradient.
+    """
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    kv = h // config.num_attention_heads * config.num_key_value_heads
+    tokens, heads, width = batch * seq, config.num_attention_heads, h // config.num_attention_heads
+    projections = [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]
+    out = []
+    for k, n in projections:
+        out += [(2 * layers, tokens, k, n)]  # forward and input gradient (same FLOPs)
+        out += [(3 * layers, tokens, k, rank), (3 * layers, tokens, rank, n)]  # LoRA A and B
+    # Attention per head: S x d @ d x S scores and S x S @ S x d output, each with two backward products.
+    out += [(3 * layers * batch * heads, seq, width, seq), (3 * layers * batch * heads, seq, seq, width)]
+    out += [(2, tokens, h, config.vocab_size)]
+    return out
+
+
+def fp32_floor(config, *, batch: int, seq: int, rank: int, threads: int, repeats: int = 5) -> dict:
+    """The step's FLOPs and the seconds its matmuls take in fp32 at full speed, shape by shape, on `threads`."""
+    torch.set_num_threads(threads)
+    flops = seconds = 0.0
+    for count, m, k, n in step_matmuls(config, batch=batch, seq=seq, rank=rank):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(a, b)
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            runs.append(time.perf_counter() - t0)
+        flops += count * 2 * m * k * n
+        seconds += count * min(runs)
+    return {"step_gflop": flops / 1e9, "floor_seconds": seconds, "peak_gflops": flops / seconds / 1e9}
+
+
 def bare_steps(base: Path, precision: str, *, batch: int, seq: int, steps: int, threads: int) -> list[float]:
     """Seconds per step of the plainest transformers + PEFT loop on the same model, quantization and batch shape
     (none of quantreplay's code: from_pretrained, get_peft_model, AdamW, forward, backward, step)."""
@@ -92,13 +136,14 @@ def bare_steps(base: Path, precision: str, *, batch: int, seq: int, steps: int, 
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            # The pipeline's default CPU policy: NF4 codes, fp32 matmuls.
+            bnb_4bit_compute_dtype=torch.float32,
         ),
     }.get(precision)
-    # fp16 as the pipeline runs it on a CPU by default: fp16-rounded weights multiplied in fp32.
+    # fp16 and bf16 as the pipeline runs them on a CPU by default: rounded weights multiplied in fp32.
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, quantization_config=quantization)
-    if precision == "fp16":
+    if precision in ("fp16", "bf16"):
         model = model.float()
     if quantization is not None:
         # The one fix no CPU run can skip (see quantreplay.quantize.disable_cpu_inference_repack).
@@ -140,11 +185,20 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/train_step.json")
     args = parser.parse_args()
 
+    from transformers import AutoConfig
+
+    from quantreplay.quantize import cpu_capability
+
+    print(f"CPU capability: {cpu_capability()}; {args.threads} threads; batch {args.batch} x {args.seq} tokens")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             base = Path(tmp) / size
             n_params = make_base(base, size)
+            floor = fp32_floor(AutoConfig.from_pretrained(base), batch=args.batch, seq=args.seq, rank=8,
+                               threads=args.threads)  # fmt: skip
+            print(f"{size}: {floor['step_gflop']:.1f} GFLOP per step, fp32 matmul at its shapes "
+                  f"{floor['peak_gflops']:.0f} GFLOP/s: floor {1000 * floor['floor_seconds']:.1f} ms")  # fmt: skip
             data = make_data(Path(tmp), base, seq=args.seq, n=args.batch * args.steps)
             for precision in args.precisions:
                 out = Path(tmp) / f"{size}-{precision}"
@@ -171,11 +225,15 @@ def main() -> None:
                     "ratio": ours / bare,
                     "tokens_per_s": args.batch * args.seq / ours,
                     "base_weight_bytes": report["base_weight_bytes"],
+                    "floor_ms": 1000 * floor["floor_seconds"],
+                    "of_floor": floor["floor_seconds"] / ours,
+                    "cpu_capability": report["cpu_capability"],
                 }
                 results.append(row)
                 print(
                     f"{size:>7} {n_params / 1e6:5.1f}M {precision:>5} ({row['compute_dtype']:>20}): pipeline "
-                    f"{row['pipeline_ms']:7.1f} ms  bare {row['bare_ms']:7.1f} ms  ratio {row['ratio']:.2f}  "
+                    f"{row['pipeline_ms']:7.1f} ms ({row['of_floor']:4.0%} of floor)  bare {row['bare_ms']:7.1f} ms  "
+                    f"ratio {row['ratio']:.2f}  "
                     f"{row['tokens_per_s']:8.0f} tok/s  base {row['base_weight_bytes'] / 2**20:6.1f} MiB",
                     flush=True,
                 )

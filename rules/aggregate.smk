@@ -6,6 +6,8 @@ rule aggregate:
         scores=grid.grid_checkpoint_files(config, "scores"),
         predictions=grid.grid_checkpoint_files(config, "predictions"),
         metrics=grid.metrics_outputs(config),
+        # Snakemake's record of every job before this one: cost.csv and jobs.csv.
+        benchmarks=[grid.job_benchmark(job) for job in JOBS],
     output:
         accuracy=report(
             grid.path("table", name="accuracy.csv"),
@@ -27,6 +29,12 @@ rule aggregate:
             caption="../report/comparison.rst",
             category="Tables",
         ),
+        cost=report(
+            grid.path("table", name="cost.csv"),
+            caption="../report/cost.rst",
+            category="Tables",
+        ),
+        jobs=grid.path("table", name="jobs.csv"),
         table=grid.path("table", name="paper_table.md"),
         table_html=report(
             grid.path("table", name="paper_table.html"),
@@ -34,7 +42,9 @@ rule aggregate:
             category="Tables",
         ),
     log:
-        PATHS["tables_log"],
+        grid.rule_log("aggregate"),
+    benchmark:
+        grid.rule_benchmark("aggregate")
     conda:
         "../envs/quantreplay.yaml"
     threads: 1
@@ -42,6 +52,7 @@ rule aggregate:
         mem_mb=2000,
     params:
         cells=grid.cells(config),
+        jobs=JOBS,
         stages=STAGES,
         analysis=grid.analysis_params(config),
         code=library_code("aggregate"),
@@ -55,6 +66,7 @@ rule plots:
         summary=rules.aggregate.output.summary,
         intervals=rules.aggregate.output.intervals,
         comparison=rules.aggregate.output.comparison,
+        cost=rules.aggregate.output.cost,
         train=grid.train_outputs(config),
         first_stage=grid.first_stage_reports(config),
     output:
@@ -65,7 +77,9 @@ rule plots:
         ],
         svg=grid.figure_outputs(config, "svg"),
     log:
-        PATHS["figures_log"],
+        grid.rule_log("plots"),
+    benchmark:
+        grid.rule_benchmark("plots")
     conda:
         "../envs/quantreplay.yaml"
     threads: 1
@@ -93,7 +107,9 @@ rule plot_r_matrix:
         ),
         svg=grid.pattern("r_matrix", ext="svg"),
     log:
-        PATHS["r_matrix_log"],
+        grid.rule_log("plot_r_matrix"),
+    benchmark:
+        grid.rule_benchmark("plot_r_matrix")
     conda:
         "../envs/quantreplay.yaml"
     threads: 1

@@ -5,7 +5,9 @@ rule build_base:
     output:
         directory(PATHS["base"]),
     log:
-        PATHS["base_log"],
+        grid.rule_log("build_base"),
+    benchmark:
+        grid.rule_benchmark("build_base")
     conda:
         "../envs/quantreplay.yaml"
     threads: model_job("build_base", "threads")

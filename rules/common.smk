@@ -29,6 +29,7 @@ STAGES = config["stages"]
 SPLITS = {name: task_splits(name, task) for name, task in TASKS.items()}
 BUFFERS = grid.buffer_labels(config)
 PATHS = grid.PATHS
+JOBS = grid.jobs(config, SPLITS)
 
 
 wildcard_constraints:

@@ -3,7 +3,9 @@ rule prepare_data:
     output:
         PATHS["data"],
     log:
-        PATHS["data_log"],
+        grid.rule_log("prepare_data"),
+    benchmark:
+        grid.rule_benchmark("prepare_data")
     conda:
         "../envs/quantreplay.yaml"
     threads: 1

@@ -8,7 +8,9 @@ rule evaluate:
         predictions=PATHS["predictions"],
         scores=PATHS["scores"],
     log:
-        PATHS["eval_log"],
+        grid.rule_log("evaluate"),
+    benchmark:
+        grid.rule_benchmark("evaluate")
     conda:
         "../envs/quantreplay.yaml"
     threads: model_job("evaluate", "threads")
@@ -30,7 +32,9 @@ rule cell_metrics:
     output:
         PATHS["metrics"],
     log:
-        PATHS["metrics_log"],
+        grid.rule_log("cell_metrics"),
+    benchmark:
+        grid.rule_benchmark("cell_metrics")
     conda:
         "../envs/quantreplay.yaml"
     threads: 1

@@ -6,7 +6,9 @@ rule replay_mix:
     output:
         PATHS["replay"],
     log:
-        PATHS["replay_log"],
+        grid.rule_log("replay_mix"),
+    benchmark:
+        grid.rule_benchmark("replay_mix")
     conda:
         "../envs/quantreplay.yaml"
     threads: 1

@@ -7,7 +7,9 @@ rule train_first_stage:
         adapter=directory(grid.pattern("adapter", checkpoint="first")),
         report=grid.pattern("train_report", checkpoint="first"),
     log:
-        grid.pattern("train_log", checkpoint="first"),
+        grid.rule_log("train_first_stage"),
+    benchmark:
+        grid.rule_benchmark("train_first_stage")
     wildcard_constraints:
         stage=STAGES[0],
     conda:
@@ -34,7 +36,9 @@ rule train_stage:
         adapter=directory(grid.pattern("adapter", checkpoint="later")),
         report=grid.pattern("train_report", checkpoint="later"),
     log:
-        grid.pattern("train_log", checkpoint="later"),
+        grid.rule_log("train_stage"),
+    benchmark:
+        grid.rule_benchmark("train_stage")
     wildcard_constraints:
         stage="|".join(STAGES[1:]) or "(?!)",
     conda:

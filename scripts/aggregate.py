@@ -1,5 +1,4 @@
-"""Snakemake adapter: accuracy.csv, summary.csv, intervals.csv, comparison.csv and the paper-style table (rule
-aggregate)."""
+"""Snakemake adapter: every table of the study, from scores, predictions, metrics and benchmarks (rule aggregate)."""
 
 import sys
 
@@ -15,6 +14,8 @@ summary = aggregate(
     score_files=list(snakemake.input.scores),
     prediction_files=list(snakemake.input.predictions),
     metric_files=list(snakemake.input.metrics),
+    jobs=snakemake.params.jobs,
+    benchmark_files=list(snakemake.input.benchmarks),
     stages=snakemake.params.stages,
     settings=parse(AnalysisSettings, snakemake.params.analysis, "analysis"),
     out=dict(snakemake.output.items()),

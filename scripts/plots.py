@@ -12,6 +12,7 @@ stems = make_plots(
     summary_csv=snakemake.input.summary,
     intervals_csv=snakemake.input.intervals,
     comparison_csv=snakemake.input.comparison,
+    cost_csv=snakemake.input.cost,
     train_reports=list(snakemake.input.train),
     first_stage_reports=list(snakemake.input.first_stage),
     stages=snakemake.params.stages,

@@ -4,14 +4,12 @@ import json
 
 import polars as pl
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from quantreplay.bases import resolve_base
 from quantreplay.data.sources import prepare_split
 from quantreplay.evaluate import (
     EvalSettings,
-    choice_loglikelihoods,
     code_passes,
     evaluate_checkpoint,
     generate,
@@ -28,22 +26,6 @@ def model_and_tokenizer(tiny_base):
     model = load_base(path, precision="fp32", quant=QuantConfig(), device="cpu")
     model.eval()
     return model, AutoTokenizer.from_pretrained(path)
-
-
-def test_loglikelihood_matches_a_direct_forward_and_ignores_batching(model_and_tokenizer, tiny_task_files):
-    model, tok = model_and_tokenizer
-    rows = pl.read_parquet(tiny_task_files["piqa/test"])
-    requests = [(p, c) for p, cs in zip(rows["prompt"], rows["choices"], strict=True) for c in cs]
-    one = choice_loglikelihoods(model, tok, requests, batch_size=1, device="cpu")
-    many = choice_loglikelihoods(model, tok, requests, batch_size=7, device="cpu")
-    assert many == pytest.approx(one, abs=1e-4)
-    context, continuation = requests[0]
-    ctx = [tok.bos_token_id] + tok(context, add_special_tokens=False)["input_ids"]
-    cont = tok(continuation, add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0], dim=-1)
-    direct = sum(logprobs[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont))
-    assert one[0] == pytest.approx(direct, abs=1e-4)
 
 
 def test_greedy_generation_ignores_batching_and_left_padding(model_and_tokenizer, tiny_task_files):

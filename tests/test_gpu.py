@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from quantreplay.bases import resolve_base
-from quantreplay.evaluate import EvalSettings, choice_loglikelihoods, evaluate_checkpoint
+from quantreplay.evaluate import EvalSettings, evaluate_checkpoint
+from quantreplay.loglik import choice_loglikelihoods
 from quantreplay.quantize import QuantConfig, compute_dtype, load_base
 from quantreplay.train import LoraSettings, StageSettings, attach_adapter, collate, tokenize_example, train_stage
 

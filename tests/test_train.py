@@ -89,29 +89,6 @@ def test_length_grouped_batches_cover_every_example_and_limit_padding():
     assert len(length_grouped_batches(lengths, batch_size=8, steps=300, seed=0)) == 300
 
 
-@pytest.mark.parametrize(
-    ("precision", "cls", "dtype"), [("int8", "Linear8bitLt", torch.int8), ("nf4", "Linear4bit", torch.uint8)]
-)
-def test_quantized_bases_hold_real_bitsandbytes_layers(tiny_base, precision, cls, dtype):
-    model = load_base(resolve_base(tiny_base), precision=precision, quant=QUANT, device="cpu")
-    layers = [m for m in model.modules() if type(m).__name__ == cls]
-    # 7 projections per block, 2 blocks; the tied output head stays unquantized.
-    assert len(layers) == 14
-    assert all(m.weight.dtype == dtype for m in layers)
-    if precision == "nf4":
-        assert all(m.weight.quant_state.nested for m in layers)  # double quantization
-        assert all(m.support_avx512bf16_for_cpu is False for m in layers)
-
-
-def test_half_precisions_round_the_weights(tiny_base):
-    fp32 = load_base(resolve_base(tiny_base), precision="fp32", quant=QUANT, device="cpu")
-    fp16 = load_base(resolve_base(tiny_base), precision="fp16", quant=QUANT, device="cpu")
-    bf16 = load_base(resolve_base(tiny_base), precision="bf16", quant=QUANT, device="cpu")
-    w32 = fp32.model.layers[0].mlp.up_proj.weight
-    assert torch.equal(fp16.model.layers[0].mlp.up_proj.weight, w32.half().float())
-    assert bf16.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16", "int8", "nf4"])
 def test_lora_trains_and_base_stays_frozen(tiny_base, tiny_task_files, tmp_path, precision):
     model = load_base(resolve_base(tiny_base), precision=precision, quant=QUANT, device="cpu")

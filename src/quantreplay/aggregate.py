@@ -5,6 +5,7 @@ untrained base (its scores, like stage 1's, are shared by every buffer and repea
 summary.csv: one row per (model, precision, buffer, seed) with the metrics of quantreplay.metrics.
 intervals.csv: every summary metric with its bootstrap interval, per seed and pooled over seeds (seed 'all').
 comparison.csv: each precision minus the reference precision, paired by test example and seed, with intervals.
+cost.csv and jobs.csv: what each rule, precision and stage cost (quantreplay.cost), from Snakemake's benchmarks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from quantreplay.cost import cost_table, job_table
 from quantreplay.intervals import AnalysisSettings, interval_tables
 from quantreplay.io import write_csv, write_text
 from quantreplay.metrics import metric_columns
@@ -120,10 +122,11 @@ def per_cell(files: Sequence[str], n_cells: int) -> list[list[str]]:
 
 
 def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_files: Sequence[str],
-              metric_files: Sequence[str], stages: Sequence[str], settings: AnalysisSettings,
-              out: Mapping[str, str]) -> pl.DataFrame:  # fmt: skip
-    """Write accuracy.csv, summary.csv, intervals.csv, comparison.csv and the paper-style Markdown table (`out`
-    keys accuracy, summary, intervals, comparison, table, table_html); returns the summary frame.
+              metric_files: Sequence[str], jobs: Sequence[dict], benchmark_files: Sequence[str],
+              stages: Sequence[str], settings: AnalysisSettings, out: Mapping[str, str]) -> pl.DataFrame:  # fmt: skip
+    """Write accuracy.csv, summary.csv, intervals.csv, comparison.csv, cost.csv, jobs.csv and the paper-style
+    Markdown table (`out` keys accuracy, summary, intervals, comparison, cost, jobs, table, table_html); returns the
+    summary frame. `jobs` (quantreplay.grid.jobs) ran with `benchmark_files` as their Snakemake benchmarks.
 
     `score_files` and `prediction_files` hold each cell's checkpoints (the base first, then stages in order), cell
     after cell in `cells` order; `metric_files[i]` is the metrics file of `cells[i]`. Precisions are compared with
@@ -141,6 +144,9 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_f
     write_csv(summary, out["summary"])
     write_csv(intervals, out["intervals"])
     write_csv(comparison, out["comparison"])
+    job_costs = job_table(jobs, benchmark_files)
+    write_csv(cost_table(job_costs), out["cost"])
+    write_csv(job_costs, out["jobs"])
     write_text(out["table"], paper_table(intervals, comparison, stages))
     write_text(out["table_html"], paper_table_html(intervals, comparison, stages))
     return summary

@@ -4,7 +4,7 @@ Tasks are data (quantreplay.data.rows); scoring depends on the family:
 
 - nlu (multiple choice): the log-likelihood of each choice given the prompt, as lm-evaluation-harness does:
   `acc` takes the most likely choice, `acc_norm` divides each log-likelihood by the choice's length in bytes.
-  Requests are sorted by length, longest first, so batches pad little and an out-of-memory shows at once.
+  Each prompt is read once for all its choices (quantreplay.loglik).
   Or, mirroring the paper, `generate`: greedy decoding, then the first choice the output names.
 - math: greedy decoding with stop strings; the number after `####` (else the last number) must equal the
   target's final number (`exact_match`).
@@ -22,6 +22,7 @@ import polars as pl
 
 from quantreplay import lm
 from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, truncate_at_stop
+from quantreplay.loglik import choice_loglikelihoods
 from quantreplay.sandbox import Limits, code_program, run_python
 from quantreplay.settings import SettingError, Settings, non_negative, one_of, parse, positive, setting
 
@@ -79,36 +80,6 @@ def subsample(frame: pl.DataFrame, *, max_examples: int | None, seed: int) -> pl
 
 
 # --- model calls --------------------------------------------------------------------------------------------
-
-
-def choice_loglikelihoods(
-    model, tokenizer, requests: Sequence[tuple[str, str]], *, batch_size: int, device: str
-) -> list[float]:
-    """Sum of log-probabilities of each continuation given its context, for (context, continuation) pairs.
-
-    Context and continuation are tokenized separately, as in training, so the scored tokens are exactly those
-    the model was trained to produce.
-    """
-    import torch
-
-    encoded = []
-    for context, continuation in requests:
-        encoded.append((lm.bos_ids(tokenizer) + lm.encode(tokenizer, context), lm.encode(tokenizer, continuation)))
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
-    pad = lm.pad_id(tokenizer)
-    out = [0.0] * len(encoded)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = lm.pad_batch([encoded[i][0] + encoded[i][1] for i in idx], pad=pad)
-        with torch.no_grad():
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        for row, i in enumerate(idx):
-            ctx, cont = encoded[i]
-            positions = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
-            targets = torch.tensor(cont)
-            out[i] = logprobs[row, positions, targets].sum().item()
-    return out
 
 
 def generate(
@@ -310,11 +281,14 @@ def evaluate_checkpoint(
     import time
 
     from quantreplay.io import write_json, write_parquet
+    from quantreplay.quantize import compute_dtype, cpu_capability
 
     started = time.perf_counter()
     device = lm.job_device(threads)
     tokenizer, model = lm.load_checkpoint(base, precision=precision, quant=quant, device=device, adapter=adapter)
     model.eval()
+    # From process start (interpreter, imports, model load) to the first scored example.
+    startup = lm.seconds_since_process_start()
     predictions, tasks = [], {}
     for path in test_files:
         frame = subsample(pl.read_parquet(path), max_examples=settings.max_examples, seed=settings.seed)
@@ -331,7 +305,9 @@ def evaluate_checkpoint(
             scored = scored.with_columns(pl.col("prediction").cast(pl.String))
         predictions.append(scored.with_columns(task=pl.lit(task)))
     write_parquet(pl.concat(predictions, how="diagonal_relaxed"), predictions_out)
-    report = {"cell": cell, "adapter": adapter, "tasks": tasks, "wall_seconds": time.perf_counter() - started}
+    report = {"cell": cell, "adapter": adapter, "tasks": tasks, "wall_seconds": time.perf_counter() - started,
+              "startup_seconds": startup, "compute_dtype": compute_dtype(precision, quant=quant, device=device),
+              "cpu_capability": cpu_capability(), "device": lm.device_name(device)}  # fmt: skip
     write_json(scores_out, report, indent=1)
     return report
 

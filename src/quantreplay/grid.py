@@ -44,7 +44,16 @@ PATHS = {
 }
 
 # The aggregate step's tables (file names under results/tables/).
-TABLES = ("accuracy.csv", "summary.csv", "intervals.csv", "comparison.csv", "paper_table.md", "paper_table.html")
+TABLES = (
+    "accuracy.csv",
+    "summary.csv",
+    "intervals.csv",
+    "comparison.csv",
+    "paper_table.md",
+    "paper_table.html",
+    "cost.csv",
+    "jobs.csv",
+)
 
 # Float precisions that can serve as the comparisons' reference, widest first (fp16 keeps more mantissa than bf16).
 REFERENCE_ORDER = ("fp32", "fp16", "bf16")
@@ -57,6 +66,33 @@ def pattern(key: str, **fixed: str) -> str:
     for name, value in fixed.items():
         out = out.replace("{" + name + "}", CHECKPOINTS[value] if name == "checkpoint" else str(value))
     return out
+
+
+# Each rule's log (a key of PATHS, with the checkpoint's shape where the pattern has one). Its benchmark file,
+# Snakemake's record of the job's wall and CPU time and peak memory, mirrors the log under benchmarks/.
+RULE_LOGS = {
+    "prepare_data": ("data_log", None),
+    "build_base": ("base_log", None),
+    "replay_mix": ("replay_log", None),
+    "train_first_stage": ("train_log", "first"),
+    "train_stage": ("train_log", "later"),
+    "evaluate": ("eval_log", None),
+    "cell_metrics": ("metrics_log", None),
+    "aggregate": ("tables_log", None),
+    "plots": ("figures_log", None),
+    "plot_r_matrix": ("r_matrix_log", None),
+}
+
+
+def rule_log(rule: str) -> str:
+    """The log pattern of `rule`."""
+    key, checkpoint = RULE_LOGS[rule]
+    return pattern(key, checkpoint=checkpoint) if checkpoint else PATHS[key]
+
+
+def rule_benchmark(rule: str) -> str:
+    """The benchmark-file pattern of `rule`: its log's, under benchmarks/ as TSV."""
+    return "benchmarks/" + rule_log(rule).removeprefix("logs/").removesuffix(".log") + ".tsv"
 
 
 def path(key: str, **wildcards) -> str:
@@ -235,7 +271,8 @@ def plot_names(config: dict) -> list[str]:
     retention = ["heatmap_retention", "retention_by_buffer"] if len(config["stages"]) > 1 else []
     compared = comparison_reference(config) is not None and len(config["precisions"]) > 1
     difference = ["difference_by_buffer"] if compared else []
-    return [*retention, "heatmap_final_forward", *difference, "forward_by_stage", "training_loss", "cost_by_precision"]
+    return [*retention, "heatmap_final_forward", *difference, "forward_by_stage", "training_loss", "cost_by_precision",
+            "cost_by_rule"]  # fmt: skip
 
 
 def figure_outputs(config: dict, ext: str = "png") -> list[str]:
@@ -251,3 +288,56 @@ def r_matrix_plots(config: dict) -> list[str]:
 def table_outputs() -> list[str]:
     """Every table of the aggregate step."""
     return [path("table", name=name) for name in TABLES]
+
+
+def jobs(config: dict, splits: dict[str, tuple[str, ...]]) -> list[dict]:
+    """Every job of the grid before the tables (the aggregate step reads their benchmark files): `rule`,
+    `wildcards`, the `stage` it trains or scores (None for the others; 'base' for the untrained base), `id`, and
+    `needs`, the ids of the jobs whose outputs it reads. `splits` gives each task's splits. From these and the
+    benchmark files follow the cost of a run and its critical path (quantreplay.cost)."""
+    out: list[dict] = []
+
+    def add(rule: str, needs: list[str], of_stage: str | None = None, **wildcards) -> str:
+        job_id = rule + "".join(f" {k}={v}" for k, v in wildcards.items())
+        out.append({"rule": rule, "wildcards": wildcards, "stage": of_stage, "id": job_id, "needs": needs})
+        return job_id
+
+    stages = config["stages"]
+    data = {(t, split): add("prepare_data", [], task=t, split=split) for t in splits for split in splits[t]}
+
+    def train_data(*families: str) -> list[str]:
+        return [data[t, "train"] for f in families for t in tasks_of(config, f, "train", splits)]
+
+    test_data = [data[t, "test"] for t in splits if "test" in splits[t]]
+    mixes = {}
+    for seed in config["seeds"]:
+        for buffer in buffer_labels(config):
+            for k, stage in enumerate(stages[1:], start=1):
+                mixes[seed, buffer, stage] = add("replay_mix", train_data(*stages[: k + 1]), stage, seed=seed,
+                                                 buffer=buffer, stage=stage)  # fmt: skip
+    for model, spec in config["models"].items():
+        base = add("build_base", train_data(*stages) if spec["kind"] == "toy" else [], model=model)
+        for precision in config["precisions"]:
+            base_scores = add("evaluate", [base, *test_data], "base", model=model, precision=precision,
+                              checkpoint=checkpoint_name(config))  # fmt: skip
+            for seed in config["seeds"]:
+                cell = {"model": model, "precision": precision, "seed": seed}
+                first = add("train_first_stage", [base, *train_data(stages[0])], stages[0], **cell, stage=stages[0])
+                first_name = checkpoint_name(config, seed=seed, stage=stages[0])
+                first_scores = add("evaluate", [base, first, *test_data], stages[0], model=model,
+                                   precision=precision, checkpoint=first_name)  # fmt: skip
+                for buffer in buffer_labels(config):
+                    trained, scores = first, [base_scores, first_scores]
+                    for stage in stages[1:]:
+                        trained = add("train_stage", [base, mixes[seed, buffer, stage], trained], stage, **cell,
+                                      buffer=buffer, stage=stage)  # fmt: skip
+                        name = checkpoint_name(config, seed=seed, buffer=buffer, stage=stage)
+                        scores.append(add("evaluate", [base, trained, *test_data], stage, model=model,
+                                          precision=precision, checkpoint=name))  # fmt: skip
+                    add("cell_metrics", scores, **cell, buffer=buffer)
+    return out
+
+
+def job_benchmark(job: dict) -> str:
+    """The benchmark file of one job of `jobs`."""
+    return rule_benchmark(job["rule"]).format(**job["wildcards"])

@@ -23,6 +23,21 @@ def job_device(threads: int) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def seconds_since_process_start() -> float | None:
+    """How long this process has run, from the kernel's record of its start (Linux; None elsewhere): a job's
+    start-up (interpreter, imports, model load) measured from its true beginning, not from the first import."""
+    import os
+    from pathlib import Path
+
+    try:
+        # Field 22 of /proc/self/stat, counted after the command name (which may hold spaces): clock ticks since boot.
+        started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - started / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def device_name(device: str) -> str:
     """The device for reports: 'cpu' or the GPU's name."""
     import torch

@@ -189,27 +189,48 @@ def training_loss(train_reports: Sequence[str], *, stem: str) -> None:
 
 def cost_by_precision(train_reports: Sequence[str], *, stem: str) -> None:
     """Median step time and the base's weight memory per precision, from every training report."""
-    rows = []
+    rows, machines = [], set()
     for path in train_reports:
         report = json.loads(Path(path).read_text())
-        rows.append({"precision": report["cell"]["precision"], "step time (ms)": report["median_step_ms"],
+        rows.append({"precision": f"{report['cell']['precision']}\n({report['compute_dtype']})",
+                     "step time (ms)": report["median_step_ms"],
                      "base weights (MiB)": report["base_weight_bytes"] / 2**20})  # fmt: skip
+        machines.add(f"{report['device']} {report.get('cpu_capability') or ''}".strip())
     frame = pl.DataFrame(rows).to_pandas()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     sns.barplot(data=frame, x="precision", y="step time (ms)", ax=axes[0], errorbar=("pi", 95))
     axes[0].set_title("Median LoRA step time (all stages)")
+    axes[0].set_xlabel("precision (dtype its matmuls run in)")
     sns.barplot(data=frame, x="precision", y="base weights (MiB)", ax=axes[1], errorbar=None)
     axes[1].set_title("Memory of the frozen base's weights")
-    fig.suptitle("What each precision costs")
+    axes[1].set_xlabel("precision (dtype its matmuls run in)")
+    fig.suptitle(f"What each precision costs, on {', '.join(sorted(machines))}")
     _save(fig, stem)
 
 
-def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, train_reports: Sequence[str],
-               first_stage_reports: Sequence[str], stages: Sequence[str],
+def cost_by_rule(cost: pl.DataFrame, *, stem: str) -> None:
+    """CPU seconds of each rule's jobs, split by precision (Snakemake's benchmark files, via cost.csv)."""
+    frame = (
+        cost.with_columns(pl.col("precision").fill_null("(any)"))
+        .group_by("rule", "precision")
+        .agg(pl.col("cpu_seconds").sum() / 60, pl.col("jobs").sum())
+    )
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.barplot(data=frame.to_pandas(), y="rule", x="cpu_seconds", hue="precision", ax=ax, errorbar=None)
+    ax.set_xlabel("CPU minutes (all jobs of the rule)")
+    ax.set_ylabel("")
+    ax.set_title(
+        f"Where the run's time went: {frame['cpu_seconds'].sum():.1f} CPU minutes in {frame['jobs'].sum()} jobs"
+    )
+    _save(fig, stem)
+
+
+def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, cost_csv: str,
+               train_reports: Sequence[str], first_stage_reports: Sequence[str], stages: Sequence[str],
                stems: Mapping[str, str]) -> list[str]:  # fmt: skip
     """Draw the figures named in `stems` (figure name -> output stem; `quantreplay.grid.plot_names` says which
     figures a config has) from the aggregated tables and the training reports; returns the stems written."""
-    strings = {"buffer": pl.String, "seed": pl.String}
+    strings = {"buffer": pl.String, "seed": pl.String, "precision": pl.String, "stage": pl.String}
     summary = pl.read_csv(summary_csv, schema_overrides=strings)
     intervals = pl.read_csv(intervals_csv, schema_overrides=strings)
     comparison = pl.read_csv(comparison_csv, schema_overrides=strings)
@@ -229,6 +250,7 @@ def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, tra
         "forward_by_stage": lambda stem: forward_by_stage(summary, stages, stem=stem),
         "training_loss": lambda stem: training_loss(first_stage_reports, stem=stem),
         "cost_by_precision": lambda stem: cost_by_precision(train_reports, stem=stem),
+        "cost_by_rule": lambda stem: cost_by_rule(pl.read_csv(cost_csv, schema_overrides=strings), stem=stem),
     }  # fmt: skip
     for name, stem in stems.items():
         figures[name](stem)

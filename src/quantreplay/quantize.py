@@ -17,23 +17,28 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
+# How a base computes on a CPU: in fp32 from its precision's rounded weights, or in the precision's own dtype.
+CPU_COMPUTE = ("fp32", "native")
+
+
 @dataclass(frozen=True)
 class QuantConfig(Settings):
-    """How int8 and nf4 quantize the base (config `quantization`).
+    """How the precisions hold and multiply the frozen base (config `quantization`).
 
-    int8_threshold: LLM.int8's outlier threshold (activations above it take the fp16 path); 6.0 is the
-    paper's and bitsandbytes' default. nf4_double_quant: also quantize the per-block scales (QLoRA).
-    nf4_compute_dtype: dtype of the dequantized matmul: bf16 (QLoRA's choice; fast on CPUs with AMX) or
-    fp16/fp32. cpu_fp16_compute: on a CPU, which dtype an fp16 base computes in. CPUs have no fast fp16
-    matmul (a LoRA step of the toy model is 8x slower in fp16 than in fp32 here), so by default the weights
-    are rounded to fp16, which is the precision's information loss, and the matmuls run in fp32; "fp16"
-    computes natively, slowly. GPUs always compute fp16 natively.
+    int8_threshold: LLM.int8's outlier threshold (activations above it take the fp16 path); 6.0 is the paper's
+    and bitsandbytes' default. nf4_double_quant: also quantize the per-block scales (QLoRA). nf4_compute_dtype:
+    the dtype NF4's dequantized matmuls run in on a GPU (bf16, QLoRA's choice; the paper's authors ran fp16).
+    cpu_compute: on a CPU, `fp32` keeps each precision's rounding of the weights (fp16 or bf16 values, NF4 codes
+    and scales, int8 weights) and multiplies in fp32, so a result does not depend on which CPU ran it and no
+    precision is slow on a CPU without bf16 or fp16 hardware (there, bf16 and fp16 matmuls are 25-70x slower than
+    fp32); `native` computes as a GPU does (bf16 and fp16 natively, NF4 in nf4_compute_dtype), fast only on CPUs
+    with AMX or AVX-512 bf16/fp16 units. On a GPU every precision computes natively.
     """
 
     int8_threshold: float = setting(6.0, positive, "positive")
     nf4_double_quant: bool = setting(True)
     nf4_compute_dtype: str = setting("bf16", one_of(*DTYPES), f"one of {', '.join(DTYPES)}")
-    cpu_fp16_compute: str = setting("fp32", one_of("fp32", "fp16"), "fp32 or fp16")
+    cpu_compute: str = setting("fp32", one_of(*CPU_COMPUTE), f"one of {', '.join(CPU_COMPUTE)}")
 
 
 def quiet_bitsandbytes() -> None:
@@ -59,26 +64,48 @@ def disable_cpu_inference_repack(model) -> int:
     return changed
 
 
+def compute_dtype(precision: str, *, quant: QuantConfig, device: str) -> str:
+    """The dtype the base's matmuls run in (see QuantConfig.cpu_compute)."""
+    if precision == "int8":
+        # LLM.int8 multiplies int8 weights by int8-rounded activations; its outlier columns take a float path.
+        return "int8 (outliers fp16)" if device == "cuda" else "int8 (outliers fp32)"
+    if device == "cpu" and quant.cpu_compute == "fp32":
+        return "fp32"
+    return quant.nf4_compute_dtype if precision == "nf4" else precision
+
+
+def cpu_capability() -> str:
+    """The vector instructions torch's CPU kernels use here (e.g. AVX2, AVX512), for reports and benchmarks: a
+    step time means little without it."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def load_base(path: str, *, precision: str, quant: QuantConfig, device: str):
-    """Load the causal LM at `path` with its weights in `precision`, on `device` ('cpu' or 'cuda').
+    """Load the causal LM at `path` with its weights in `precision`, on `device` ('cpu' or 'cuda'), computing in
+    `compute_dtype(precision, quant=quant, device=device)`.
 
     Raises ValueError naming an unknown precision.
     """
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    quiet_bitsandbytes()
+    compute = (
+        getattr(torch, DTYPES[compute_dtype(precision, quant=quant, device=device)]) if precision != "int8" else None
+    )
     if precision in DTYPES:
         # On a GPU the weights load straight onto it (like the quantized ones below): an 8B fp16 base is never
         # materialised in host memory first.
         placement = {"device_map": {"": 0}} if device == "cuda" else {}
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPES[precision]), **placement)
-        if precision == "fp16" and device == "cpu" and quant.cpu_fp16_compute == "fp32":
-            # fp16-rounded weights, held and multiplied in fp32 (see QuantConfig.cpu_fp16_compute).
-            model = model.float()
-        return model
+        # Rounded to the precision on load; held and multiplied in the compute dtype (a no-op unless fp32 on CPU).
+        return model.to(compute)
+    from transformers import BitsAndBytesConfig
+
+    quiet_bitsandbytes()
     if precision == "int8":
         config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=quant.int8_threshold)
     else:
@@ -86,7 +113,7 @@ def load_base(path: str, *, precision: str, quant: QuantConfig, device: str):
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=quant.nf4_double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, DTYPES[quant.nf4_compute_dtype]),
+            bnb_4bit_compute_dtype=compute,
         )
     # Unquantized parts in fp16 on a GPU (as the paper loads them); fp32 on CPU, where fp16 math is slow.
     dtype = torch.float16 if device == "cuda" else torch.float32
@@ -96,17 +123,6 @@ def load_base(path: str, *, precision: str, quant: QuantConfig, device: str):
     if precision == "nf4":
         disable_cpu_inference_repack(model)
     return model
-
-
-def compute_dtype(precision: str, *, quant: QuantConfig, device: str) -> str:
-    """The dtype the base's matmuls run in, for the report."""
-    if precision == "fp16":
-        return "fp32" if device == "cpu" and quant.cpu_fp16_compute == "fp32" else "fp16"
-    if precision == "nf4":
-        return quant.nf4_compute_dtype
-    if precision == "int8":
-        return "int8 (outliers fp16)" if device == "cuda" else "int8 (outliers fp32)"
-    return precision
 
 
 def quantized_layers(model) -> dict[str, int]:

@@ -20,7 +20,7 @@ import polars as pl
 
 from quantreplay import lm
 from quantreplay.io import package_versions, sha256_files, staging_dir, write_json
-from quantreplay.quantize import QuantConfig, compute_dtype, quantized_layers, weight_bytes
+from quantreplay.quantize import QuantConfig, compute_dtype, cpu_capability, quantized_layers, weight_bytes
 from quantreplay.schedule import SCHEDULES, lr_at
 from quantreplay.settings import Settings, non_negative, one_of, parse, positive, setting
 
@@ -235,8 +235,11 @@ def train_stage(
     tokens = padded = 0
     step_seconds: list[float] = []
     progress = tqdm(batches, desc=f"{precision} {cell.get('stage')}", file=sys.stderr, mininterval=5)
+    startup = None
     for step, indices in enumerate(progress):
         t0 = time.perf_counter()
+        if startup is None:
+            startup = lm.seconds_since_process_start()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(
                 step, lr=stage.lr, warmup_steps=stage.warmup_steps, total_steps=steps, schedule=stage.schedule
@@ -289,6 +292,9 @@ def train_stage(
         "base_weight_bytes": base_bytes,
         "base_layers": layers,
         "compute_dtype": compute_dtype(precision, quant=quant, device=device),
+        "cpu_capability": cpu_capability(),
+        # From process start (interpreter, imports, data, model load) to the first step.
+        "startup_seconds": startup,
         "loss_scaling": scaler.is_enabled(),
         "versions": package_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate")),
         "data_sha256": sha256_files(train_files),

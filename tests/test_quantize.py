@@ -1,0 +1,84 @@
+"""The frozen base in each precision: real bitsandbytes layers, and the CPU compute policy (rounded weights, fp32
+matmuls by default; native on request)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from quantreplay.bases import resolve_base
+from quantreplay.quantize import QuantConfig, compute_dtype, cpu_capability, load_base
+
+QUANT = QuantConfig()
+NATIVE = QuantConfig(cpu_compute="native")
+
+
+@pytest.mark.parametrize(
+    ("precision", "cls", "dtype"), [("int8", "Linear8bitLt", torch.int8), ("nf4", "Linear4bit", torch.uint8)]
+)
+def test_quantized_bases_hold_real_bitsandbytes_layers(tiny_base, precision, cls, dtype):
+    model = load_base(resolve_base(tiny_base), precision=precision, quant=QUANT, device="cpu")
+    layers = [m for m in model.modules() if type(m).__name__ == cls]
+    # 7 projections per block, 2 blocks; the tied output head stays unquantized.
+    assert len(layers) == 14
+    assert all(m.weight.dtype == dtype for m in layers)
+    if precision == "nf4":
+        assert all(m.weight.quant_state.nested for m in layers)  # double quantization
+        assert all(m.support_avx512bf16_for_cpu is False for m in layers)
+
+
+def test_half_precisions_keep_their_rounding_and_compute_in_fp32_on_a_cpu(tiny_base):
+    path = resolve_base(tiny_base)
+    w32 = load_base(path, precision="fp32", quant=QUANT, device="cpu").model.layers[0].mlp.up_proj.weight
+    for precision, half in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        held = load_base(path, precision=precision, quant=QUANT, device="cpu").model.layers[0].mlp.up_proj.weight
+        assert held.dtype == torch.float32 and torch.equal(held, w32.to(half).float())
+        native = load_base(path, precision=precision, quant=NATIVE, device="cpu").model.layers[0].mlp.up_proj.weight
+        assert native.dtype == half and torch.equal(native.float(), held)
+
+
+def test_nf4_keeps_its_codes_and_multiplies_in_the_policys_dtype(tiny_base):
+    import bitsandbytes as bnb
+
+    path = resolve_base(tiny_base)
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(0))
+    outputs = {}
+    for name, quant, dtype in (("fp32", QUANT, torch.float32), ("bf16", NATIVE, torch.bfloat16)):
+        layer = load_base(path, precision="nf4", quant=quant, device="cpu").model.layers[0].mlp.up_proj
+        assert type(layer).__name__ == "Linear4bit" and layer.weight.dtype == torch.uint8
+        assert layer.compute_dtype == dtype
+        weights = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+        with torch.no_grad():
+            outputs[name] = (layer(x).float(), x @ weights.T)
+    # The default: the NF4 weights exactly, multiplied in fp32; native bf16 rounds the product to bf16.
+    out, exact = outputs["fp32"]
+    assert torch.allclose(out, exact, atol=1e-6)
+    out, exact = outputs["bf16"]
+    assert not torch.allclose(out, exact, atol=1e-4) and torch.allclose(out, exact, atol=5e-2)
+
+
+@pytest.mark.parametrize(
+    ("precision", "cpu", "native_cpu", "gpu"),
+    [
+        ("fp32", "fp32", "fp32", "fp32"),
+        ("bf16", "fp32", "bf16", "bf16"),
+        ("fp16", "fp32", "fp16", "fp16"),
+        ("nf4", "fp32", "bf16", "bf16"),
+        ("int8", "int8 (outliers fp32)", "int8 (outliers fp32)", "int8 (outliers fp16)"),
+    ],
+)
+def test_the_compute_dtype_follows_the_policy(precision, cpu, native_cpu, gpu):
+    assert compute_dtype(precision, quant=QUANT, device="cpu") == cpu
+    assert compute_dtype(precision, quant=NATIVE, device="cpu") == native_cpu
+    assert compute_dtype(precision, quant=QUANT, device="cuda") == gpu
+
+
+def test_the_cpu_capability_names_the_kernels_torch_runs():
+    # torch picks its kernels by the CPU's vector instructions; ATEN_CPU_CAPABILITY caps them (as on an AVX2 CPU).
+    probe = "from quantreplay.quantize import cpu_capability; print(cpu_capability())"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "DEFAULT"
+    assert cpu_capability() != "" and cpu_capability() == torch.backends.cpu.get_cpu_capability()
