@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=200, help="per task (seeded subsample)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tasks", nargs="+", default=list(NLU), choices=NLU)
     parser.add_argument("--out", default="bench/results/mc_scoring.json")
     args = parser.parse_args()
 
@@ -63,7 +64,7 @@ def main() -> None:
     model.eval()
     print(f"CPU capability {cpu_capability()}, {args.threads} thread(s), {args.base} in {args.precision}")
     rows = []
-    for task in NLU:
+    for task in args.tasks:
         path = Path(args.data) / task / "test.parquet"
         if not path.is_file():
             continue

@@ -122,7 +122,9 @@ def fp32_floor(config, *, batch: int, seq: int, rank: int, threads: int, repeats
     return {"step_gflop": flops / 1e9, "floor_seconds": seconds, "peak_gflops": flops / seconds / 1e9}
 
 
-def bare_steps(base: Path, precision: str, *, batch: int, seq: int, steps: int, threads: int) -> list[float]:
+def bare_steps(
+    base: Path, precision: str, *, batch: int, seq: int, steps: int, threads: int, dropout: float
+) -> list[float]:
     """Seconds per step of the plainest transformers + PEFT loop on the same model, quantization and batch shape
     (none of quantreplay's code: from_pretrained, get_peft_model, AdamW, forward, backward, step)."""
     import bitsandbytes as bnb
@@ -156,7 +158,7 @@ def bare_steps(base: Path, precision: str, *, batch: int, seq: int, steps: int, 
         LoraConfig(
             r=8,
             lora_alpha=16,
-            lora_dropout=0.05,
+            lora_dropout=dropout,
             task_type="CAUSAL_LM",
             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         ),
@@ -182,6 +184,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout (the default config's)")
     parser.add_argument("--out", default="bench/results/train_step.json")
     args = parser.parse_args()
 
@@ -204,14 +207,21 @@ def main() -> None:
                 out = Path(tmp) / f"{size}-{precision}"
                 report = train_stage(
                     base=str(base), precision=precision, train_files=[str(data)], previous_adapter=None,
-                    adapter_out=str(out / "adapter"), report_out=str(out.with_suffix(".json")), lora=LoraSettings(),
+                    adapter_out=str(out / "adapter"), report_out=str(out.with_suffix(".json")),
+                    lora=LoraSettings(dropout=args.dropout),
                     quant=QuantConfig(), stage=StageSettings(lr=1e-4, max_steps=args.steps, batch_size=args.batch,
                                                              max_seq_len=args.seq),
                     seed=0, threads=args.threads, cell={"stage": "bench", "precision": precision}, log=lambda s: None,
                 ).report  # fmt: skip
                 bare = statistics.median(
                     bare_steps(
-                        base, precision, batch=args.batch, seq=args.seq, steps=args.steps, threads=args.threads
+                        base,
+                        precision,
+                        batch=args.batch,
+                        seq=args.seq,
+                        steps=args.steps,
+                        threads=args.threads,
+                        dropout=args.dropout,
                     )[1:]
                 )
                 ours = report["median_step_ms"] / 1000
