@@ -32,3 +32,15 @@ def test_pad_falls_back_to_eos_and_bos_may_be_absent(tiny_base):
     # SmolLM2's and GPT-2's tokenizers have no pad token, some none for bos either.
     tokenizer.pad_token, tokenizer.bos_token = None, None
     assert pad_id(tokenizer) == tokenizer.eos_token_id and bos_ids(tokenizer) == []
+
+
+def test_encoding_many_texts_at_once_gives_each_texts_ids(tiny_base, tiny_task_files):
+    import polars as pl
+    from transformers import AutoTokenizer
+
+    from quantreplay.lm import encode, encode_many
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    rows = pl.read_parquet(tiny_task_files["arithmetic/train"])
+    texts = [*rows["prompt"], *rows["target"], "", "  two  spaces\n\tand a tab", "ünïcödé 123"]
+    assert encode_many(tokenizer, texts) == [encode(tokenizer, t) for t in texts]

@@ -72,8 +72,10 @@ def choice_loglikelihoods(
     contexts: dict[str, list[int]] = {}
     for i, (context, _) in enumerate(requests):
         contexts.setdefault(context, []).append(i)
-    encoded = {c: lm.bos_ids(tokenizer) + lm.encode(tokenizer, c) for c in contexts}
-    continuations = [lm.encode(tokenizer, continuation) for _, continuation in requests]
+    encoded = {
+        c: lm.bos_ids(tokenizer) + ids for c, ids in zip(contexts, lm.encode_many(tokenizer, contexts), strict=True)
+    }
+    continuations = lm.encode_many(tokenizer, [continuation for _, continuation in requests])
     order = sorted(contexts, key=lambda c: -len(encoded[c]))
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     cache_keyword = _cache_keyword(decoder)

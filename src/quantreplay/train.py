@@ -76,20 +76,27 @@ class Example:
     labels: list[int]
 
 
-def tokenize_example(tokenizer, prompt: str, target: str, *, max_seq_len: int) -> Example:
-    """bos + prompt + target + eos, with the loss only on target and eos.
+def tokenize_examples(tokenizer, prompts: Sequence[str], targets: Sequence[str], *, max_seq_len: int) -> list[Example]:
+    """bos + prompt + target + eos of each pair, with the loss only on target and eos.
 
     Over-long examples lose the start of the prompt first (the end of the prompt is what the target follows),
     then the end of the target.
     """
     bos = lm.bos_ids(tokenizer)
-    prompt_ids = lm.encode(tokenizer, prompt)
-    target_ids = lm.encode(tokenizer, target) + [tokenizer.eos_token_id]
-    target_ids = target_ids[: max_seq_len - len(bos) - 1]
-    prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_seq_len - len(bos) - len(target_ids))) :]
-    ids = bos + prompt_ids + target_ids
-    labels = [lm.IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + target_ids
-    return Example(ids, labels)
+    examples = []
+    for prompt_ids, target_ids in zip(
+        lm.encode_many(tokenizer, prompts), lm.encode_many(tokenizer, targets), strict=True
+    ):
+        target_ids = (target_ids + [tokenizer.eos_token_id])[: max_seq_len - len(bos) - 1]
+        prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_seq_len - len(bos) - len(target_ids))) :]
+        labels = [lm.IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + target_ids
+        examples.append(Example(bos + prompt_ids + target_ids, labels))
+    return examples
+
+
+def tokenize_example(tokenizer, prompt: str, target: str, *, max_seq_len: int) -> Example:
+    """One pair's `tokenize_examples`."""
+    return tokenize_examples(tokenizer, [prompt], [target], max_seq_len=max_seq_len)[0]
 
 
 def length_grouped_batches(lengths: Sequence[int], *, batch_size: int, steps: int, seed: int) -> list[list[int]]:
@@ -199,10 +206,7 @@ def train_stage(
     rows = read_training_rows(train_files)
     tokenizer, model = lm.load_checkpoint(base, precision=precision, quant=quant, device=device)
     pad_id = lm.pad_id(tokenizer)
-    examples = [
-        tokenize_example(tokenizer, p, t, max_seq_len=stage.max_seq_len)
-        for p, t in zip(rows["prompt"], rows["target"], strict=True)
-    ]
+    examples = tokenize_examples(tokenizer, rows["prompt"], rows["target"], max_seq_len=stage.max_seq_len)
     layers = quantized_layers(model)
     base_bytes = weight_bytes(model)
     model = attach_adapter(
