@@ -40,11 +40,16 @@ def _cell(tmp_path, precision: str, buffer: str, after: list[tuple[float, float,
 def _aggregate(tmp_path, built, reference="fp16"):
     out = {k: str(tmp_path / "tables" / f) for k, f in (("accuracy", "accuracy.csv"), ("summary", "summary.csv"),
            ("intervals", "intervals.csv"), ("comparison", "comparison.csv"), ("table", "table.md"),
-           ("table_html", "table.html"))}  # fmt: skip
+           ("table_html", "table.html"), ("cost", "cost.csv"), ("jobs", "jobs.csv"))}  # fmt: skip
+    # One job's Snakemake benchmark file: the cost tables come from files of this format.
+    benchmark = tmp_path / "job.tsv"
+    benchmark.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+                         "2.5\t0:00:02\t300\t900\t250\t260\t0\t0\t80\t2.0\n")  # fmt: skip
+    jobs = [{"rule": "evaluate", "wildcards": {"precision": "nf4"}, "stage": "nlu", "id": "e", "needs": []}]
     scores = [f for b in built for f in b[1]]
     predictions = [f.replace("scores.json", "predictions.parquet") for f in scores]
     summary = aggregate(cells=[b[0] for b in built], score_files=scores, prediction_files=predictions,
-                        metric_files=[b[2] for b in built], stages=STAGES,
+                        metric_files=[b[2] for b in built], jobs=jobs, benchmark_files=[str(benchmark)], stages=STAGES,
                         settings=replace(SETTINGS, reference_precision=reference), out=out)  # fmt: skip
     return summary, out
 
@@ -66,6 +71,9 @@ def test_tables(tmp_path):
     assert row["retention_nlu_after_math"] == pytest.approx(0.5)
     assert row["relative_retention_nlu_after_math"] == pytest.approx(0.5 / 0.8)
     assert row["bwt"] == pytest.approx(-0.3) and row["forgetting_nlu"] == pytest.approx(0.3)
+    cost = pl.read_csv(out["cost"]).row(0, named=True)
+    assert cost == {"rule": "evaluate", "precision": "nf4", "stage": "nlu", "jobs": 1, "wall_seconds": 2.5,
+                    "cpu_seconds": 2.0, "max_rss_mb": 300.0}  # fmt: skip
 
     # Every summary metric has its interval, per seed and pooled, and the estimates are summary.csv's values.
     strings = {"buffer": pl.String, "seed": pl.String}
