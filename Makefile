@@ -8,11 +8,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Debian packages that tests need beyond .venv: chromium for the report's screenshot test (tests/test_report.py),
-# munge and SLURM for tests/test_slurm.py's one-node cluster.
-SYSTEM_PACKAGES ?= chromium munge slurm-client slurmctld slurmd
+# Debian packages beyond .venv: bubblewrap, the sandbox that code is scored in (every run); for the tests also
+# chromium (the report's screenshot test, tests/test_report.py) and munge and SLURM (tests/test_slurm.py's cluster).
+RUN_PACKAGES ?= bubblewrap
+SYSTEM_PACKAGES ?= $(RUN_PACKAGES) chromium munge slurm-client slurmctld slurmd
 
-.PHONY: install run run-real cost test lint system-deps
+.PHONY: install run run-real cost test lint system-deps run-deps packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) run-deps
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
 	@cat results/tables/paper_table.md
@@ -38,7 +39,7 @@ cost: $(STAMP)
 # its results and the default tier's never overwrite each other: about 7 hours on 2 cores (README).
 REAL := runs/smollm2
 
-run-real: $(STAMP)
+run-real: $(STAMP) run-deps
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smollm2.yaml --directory $(REAL)
 	$(BIN)/snakemake --configfile config/smollm2.yaml --directory $(REAL) --report results/report.html
 	@cat $(REAL)/results/tables/paper_table.md
@@ -53,10 +54,17 @@ lint: $(STAMP)
 test: lint system-deps
 	$(BIN)/python -m pytest
 
-# apt-get installs the SYSTEM_PACKAGES that are missing, as root; elsewhere it only says what is missing (the
-# tests that need them skip with the reason). A fresh Debian image has no package lists: update, then retry.
+# apt-get installs the PACKAGES that are missing, as root; elsewhere it only says what is missing (the tests that
+# need them skip with the reason; code scoring stops and says how to allow it). A fresh Debian image has no package
+# lists: update, then retry.
 system-deps:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+	@$(MAKE) --no-print-directory packages PACKAGES="$(SYSTEM_PACKAGES)"
+
+run-deps:
+	@$(MAKE) --no-print-directory packages PACKAGES="$(RUN_PACKAGES)"
+
+packages:
+	@missing=$$(for p in $(PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \

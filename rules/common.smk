@@ -7,7 +7,14 @@ SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
 
 from quantreplay import grid
-from quantreplay.config import ConfigError, check_config, load_schema, task_splits
+from quantreplay.config import (
+    ConfigError,
+    check_config,
+    load_schema,
+    task_catalog_entry,
+    task_splits,
+)
+from quantreplay.sandbox import SandboxUnavailable, boundary
 from quantreplay.fingerprint import code_fingerprint
 
 # Snakemake's validate() prints the whole schema with a traceback; check_config applies the same schema,
@@ -21,6 +28,14 @@ try:
     )
 except ConfigError as error:
     sys.exit(f"Config error: {error}")
+
+# Code is scored only in a sandbox (or with the boundary switched off by name): where none can be built, stop
+# before any job rather than after hours of training. The evaluate job checks again on the machine it runs on.
+if any(task_catalog_entry(n, t).family == "code" for n, t in config["tasks"].items()):
+    try:
+        boundary(config["evaluation"]["code_sandbox"])
+    except SandboxUnavailable as error:
+        sys.exit(f"Sandbox error: {error}")
 
 
 TASKS = config["tasks"]

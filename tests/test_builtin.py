@@ -12,7 +12,8 @@ from quantreplay.data.builtin import (
     pretraining_corpus,
 )
 from quantreplay.data.rows import to_frame
-from quantreplay.sandbox import code_program, run_python
+from quantreplay.judge import Program, judge_programs
+from quantreplay.sandbox import Limits, boundary
 
 SIZES = {"train_size": 1000, "test_size": 200}
 
@@ -76,25 +77,20 @@ def test_math_answers_vary_and_are_never_negative():
         assert min(answers) >= 0 and len(set(answers)) > 30
 
 
-def _program(row: dict, completion: str) -> str:
-    return code_program(code_prefix=row["code_prefix"], completion=completion, tests=row["tests"])
+def _program(row: dict, completion: str) -> Program:
+    return Program.of(completion, row["code_prefix"], row["tests"], row["entry_point"])
 
 
 def test_every_code_reference_passes_its_tests_and_a_wrong_body_fails(suite):
     rows = suite["pyfunc"]["train"] + suite["pyfunc"]["test"]
-    # One subprocess for all 1200 references keeps this fast; each program runs in its own namespace.
-    program = "\n".join(f"exec({_program(r, r['target'])!r}, {{}})" for r in rows)
-    result = run_python(program)
-    assert result.passed, result.output
+    verdicts = judge_programs([_program(r, r["target"]) for r in rows], Limits(), boundary())
+    assert all(v.passed for v in verdicts), [
+        (r["id"], v.reason) for r, v in zip(rows, verdicts, strict=True) if not v.passed
+    ]
     # Tests that a constant-None body passes would be useless: they must catch a broken function.
     broken = [_program(r, r["target"].replace("return ", "return None and ", 1)) for r in rows[:20]]
-    caught = [not run_python(program).passed for program in broken]
+    caught = [not v.passed for v in judge_programs(broken, Limits(), boundary())]
     assert sum(caught) >= 18, caught
-
-
-def test_one_reference_runs_alone_in_a_subprocess(suite):
-    row = suite["pyfunc"]["test"][0]
-    assert run_python(_program(row, row["target"])).passed
 
 
 def test_world_is_seeded_and_corpus_states_its_facts():

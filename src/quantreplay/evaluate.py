@@ -8,8 +8,9 @@ Tasks are data (quantreplay.data.rows); scoring depends on the family:
   Or, mirroring the paper, `generate`: greedy decoding, then the first choice the output names.
 - math: greedy decoding with stop strings; the number after `####` (else the last number) must equal the
   target's final number (`exact_match`).
-- code: greedy decoding (or n samples, scored with the unbiased pass@k estimator); the completion runs against
-  the row's tests in the sandbox (quantreplay.sandbox), which is a security boundary.
+- code: greedy decoding (or n samples, scored with the unbiased pass@k estimator); the judge (quantreplay.judge)
+  runs the completion and the row's tests in two separate sandboxes (quantreplay.sandbox) and decides outside
+  both.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import polars as pl
 
 from quantreplay import lm
 from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, truncate_at_stop
+from quantreplay.judge import count_passes
 from quantreplay.loglik import choice_loglikelihoods
-from quantreplay.sandbox import Limits, code_program, run_python
+from quantreplay.sandbox import SANDBOXES, Limits, boundary
 from quantreplay.settings import SettingError, Settings, non_negative, one_of, parse, positive, setting
 
 MC_MODES = ("loglik", "generate")
@@ -57,6 +59,7 @@ class EvalSettings(Settings):
     sandbox_wall_seconds: float = setting(10.0, positive, "positive")
     sandbox_cpu_seconds: int = setting(5, positive, "positive")
     sandbox_memory_mb: int = setting(1024, positive, "positive")
+    code_sandbox: str = setting("bubblewrap", one_of(*SANDBOXES), f"one of {', '.join(SANDBOXES)}")
 
     def _check_fields(self) -> None:
         if any(k < 1 or k > self.code_samples for k in self.pass_k):
@@ -201,17 +204,15 @@ def score_math(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, de
 
 
 def code_passes(completions: Sequence[Sequence[str]], frame: pl.DataFrame, settings: EvalSettings) -> list[int]:
-    """How many of each code problem's completions pass its tests: `code_prefix + completion + tests` runs in the
-    sandbox with the settings' limits, and only a run that reaches the end of the tests passes."""
-    passed = []
-    # A fresh marker per evaluation: printed after the tests, so exiting early with status 0 is no pass.
-    marker = f"quantreplay-tests-done-{random.Random().getrandbits(64):016x}"
-    for outputs, prefix, tests in zip(completions, frame["code_prefix"], frame["tests"], strict=True):
-        programs = [
-            code_program(code_prefix=prefix or "", completion=c, tests=tests, done_marker=marker) for c in outputs
-        ]
-        passed.append(sum(run_python(p, limits=settings.limits, expect_marker=marker).passed for p in programs))
-    return passed
+    """How many of each code problem's completions pass its tests, judged in the settings' sandbox."""
+    return count_passes(
+        completions,
+        frame["code_prefix"].to_list(),
+        frame["tests"].to_list(),
+        frame["entry_point"].to_list(),
+        settings.limits,
+        boundary(settings.code_sandbox),
+    )
 
 
 def score_code(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str) -> pl.DataFrame:
@@ -284,14 +285,19 @@ def evaluate_checkpoint(
     from quantreplay.quantize import compute_dtype, cpu_capability
 
     started = time.perf_counter()
+    frames = [
+        subsample(pl.read_parquet(path), max_examples=settings.max_examples, seed=settings.seed) for path in test_files
+    ]
+    # Before the model loads: where code cannot be scored safely, say so in one line and stop.
+    code = any(frame["family"][0] == "code" for frame in frames)
+    sandbox = boundary(settings.code_sandbox).description if code else None
     device = lm.job_device(threads)
     tokenizer, model = lm.load_checkpoint(base, precision=precision, quant=quant, device=device, adapter=adapter)
     model.eval()
     # From process start (interpreter, imports, model load) to the first scored example.
     startup = lm.seconds_since_process_start()
     predictions, tasks = [], {}
-    for path in test_files:
-        frame = subsample(pl.read_parquet(path), max_examples=settings.max_examples, seed=settings.seed)
+    for frame in frames:
         task, family = frame["task"][0], frame["family"][0]
         t0 = time.perf_counter()
         scored = SCORERS[family](model, tokenizer, frame, settings, device)
@@ -305,9 +311,17 @@ def evaluate_checkpoint(
             scored = scored.with_columns(pl.col("prediction").cast(pl.String))
         predictions.append(scored.with_columns(task=pl.lit(task)))
     write_parquet(pl.concat(predictions, how="diagonal_relaxed"), predictions_out)
-    report = {"cell": cell, "adapter": adapter, "tasks": tasks, "wall_seconds": time.perf_counter() - started,
-              "startup_seconds": startup, "compute_dtype": compute_dtype(precision, quant=quant, device=device),
-              "cpu_capability": cpu_capability(), "device": lm.device_name(device)}  # fmt: skip
+    report = {
+        "cell": cell,
+        "adapter": adapter,
+        "tasks": tasks,
+        "wall_seconds": time.perf_counter() - started,
+        "startup_seconds": startup,
+        "compute_dtype": compute_dtype(precision, quant=quant, device=device),
+        "cpu_capability": cpu_capability(),
+        "device": lm.device_name(device),
+        "code_sandbox": sandbox,
+    }
     write_json(scores_out, report, indent=1)
     return report
 

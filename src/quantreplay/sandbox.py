@@ -1,57 +1,68 @@
-"""Running untrusted Python (generated code and its tests) in a separate, limited process.
+"""The boundary around untrusted code: a bubblewrap sandbox, the same with or without root.
 
-This is a security boundary: completions come from a model and may loop, fork, allocate, write, delete,
-connect, read secrets or signal other processes. Each run gets:
+Completions come from a model and may loop, fork, allocate, write, delete, connect, read secrets, inspect
+themselves, or signal and read other processes. The judge (quantreplay.judge) runs them in a host process
+(quantreplay/judge/host.py) started inside Debian's bubblewrap (`bwrap`) with:
 
-- a fresh interpreter in isolated mode (`-I -S`: no user site, no PYTHON* variables, no current directory on
-  sys.path) with an empty environment and no stdin;
-- its own session, so a timeout kills every process it started;
-- resource limits: CPU seconds, address space, file size (which also caps its output, written to a file),
-  open files, no core files;
-- when the caller is root (CI, the default machines), also: new network and mount namespaces (no network, not
-  even loopback; a private empty tmpfs on /tmp, /var/tmp and /dev/shm that holds the program and vanishes
-  with it), a new PID namespace whose init is the program (when it ends, or is killed, the kernel kills
-  every process it forked, even those that left its session), and the unprivileged user nobody (so files
-  outside it cannot be written or deleted, other processes cannot be signalled, and the process-count limit
-  applies). util-linux's `unshare` and `setpriv` set up the PID namespace and drop to nobody.
+- new user, PID, network, IPC, UTS and cgroup namespaces: no network (not even loopback), no other process in
+  sight or in reach of a signal, SysV/POSIX IPC objects that die with the sandbox, and no further user
+  namespaces inside (`--disable-userns`); every capability dropped; uid and gid 65534 (nobody) inside;
+- its own /proc and a minimal /dev; a read-only root holding only /usr (and the /bin, /lib, /lib64 links or
+  folders) and the interpreter's own prefix; size-capped private tmpfs folders on /tmp and /dev/shm, emptied
+  after each program; no /etc, /home, /root, /run, /var, and no results or data folders;
+- an empty environment, a new session (no terminal to inject into), and death with its parent;
+- when started as root: bwrap itself runs as the unprivileged user nobody (util-linux `setpriv`), so that
+  outside its namespaces the sandbox holds no more rights than nobody.
 
-A program passes when it exits 0 within the wall-clock limit.
+Each program runs in a fresh process forked inside that sandbox with its own rlimits (CPU seconds, address
+space, file size, open files, processes, no core files) and temporary folder.
+
+What it does not promise: protection from kernel exploits (it is namespaces and rlimits, not a VM), a bound on
+the wall-clock time a program takes before the judge's deadline kills it, or isolation of one program from
+the next within a batch beyond a fresh process and empty temporary folders (the judge never gives a program
+anything the next one could use to pass: see quantreplay.judge).
+
+Where no such sandbox can be built (no bwrap, user namespaces disabled), `boundary()` raises
+SandboxUnavailable with one line saying why and how to allow it. `boundary("unsafe-none")` runs the host as a
+plain child process with the same rlimits and no boundary at all; it exists for machines where the user has
+decided that the code may run unboxed, and says so in every score it produces.
 """
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
-import resource
-import signal
+import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
+from pathlib import Path
 
-# Linux constants from <sched.h> and <sys/mount.h>.
-CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
-# nobody:nogroup on Debian.
+# The config's choices for evaluation.code_sandbox.
+SANDBOXES = ("bubblewrap", "unsafe-none")
 NOBODY = 65534
-SANDBOX_DIR = "/tmp/sandbox"
+# Private tmpfs sizes inside the sandbox.
+TMP_BYTES = 64 << 20
+HOST_SOURCE = Path(__file__).with_name("judge") / "host.py"
+
+
+class SandboxUnavailable(RuntimeError):
+    """No sandbox of the asked kind can be built on this machine; the message is one line that says how to
+    allow it."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one sandboxed run; every field must be positive."""
+    """Resource limits of one sandboxed program; every field must be positive."""
 
     wall_seconds: float = 10.0
     cpu_seconds: int = 5
     # 1 GiB of address space: enough for the interpreter and small data, not for a memory hog.
     memory_bytes: int = 1 << 30
-    # 1 MiB per written file, output included.
+    # 1 MiB per written file.
     output_bytes: int = 1 << 20
     open_files: int = 64
-    # Processes of the sandbox user; a fork bomb stops here (enforced when the run drops to nobody).
+    # Processes of the sandbox's user: a fork bomb stops here.
     processes: int = 32
 
     def __post_init__(self) -> None:
@@ -59,176 +70,157 @@ class Limits:
             if getattr(self, name) <= 0:
                 raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
 
+    def rlimits(self) -> dict[str, int]:
+        """The limits as setrlimit names (the host sets each as both soft and hard limit in the child)."""
+        return {
+            "RLIMIT_CPU": int(self.cpu_seconds),
+            "RLIMIT_AS": int(self.memory_bytes),
+            "RLIMIT_FSIZE": int(self.output_bytes),
+            "RLIMIT_NOFILE": int(self.open_files),
+            "RLIMIT_NPROC": int(self.processes),
+            "RLIMIT_CORE": 0,
+        }
+
 
 @dataclass(frozen=True)
-class RunResult:
-    """What one sandboxed run did: passed is True exactly when it exited 0 in time."""
+class Boundary:
+    """How a host process is started: `command(role, tmp)` is its argv; `isolated` says whether it is boxed."""
 
-    passed: bool
-    returncode: int | None
-    timed_out: bool
-    output: str
-    isolated: bool
+    kind: str
+    prefix: tuple[str, ...]
+    interpreter: str
+    description: str
 
+    @property
+    def isolated(self) -> bool:
+        return self.kind == "bubblewrap"
 
-def code_program(*, code_prefix: str, completion: str, tests: str, done_marker: str | None = None) -> str:
-    """The program a code row's tests run against: prefix (signature prompt or ''), completion, tests.
-
-    With `done_marker`, the program prints it after the tests, so a completion that exits early with status
-    0 (`sys.exit()`, `os._exit(0)`) does not pass (see run_python's `expect_marker`).
-    """
-    end = f"\nprint({done_marker!r})\n" if done_marker else ""
-    return f"{code_prefix}{completion}\n\n{tests}\n{end}"
+    def command(self, role: str, tmp: str = "/tmp") -> list[str]:
+        source = HOST_SOURCE.read_text()
+        return [*self.prefix, self.interpreter, "-I", "-S", "-B", "-c", source, role, tmp]
 
 
 def _world_executable(path: str) -> bool:
-    """Whether a user with no special rights can run `path` (every directory above it searchable by others)."""
+    """Whether a user with no special rights can run `path` (every folder above it searchable by others)."""
     real = os.path.realpath(path)
     parts = real.split(os.sep)
     for i in range(2, len(parts)):
-        if not os.stat(os.sep.join(parts[:i]) or os.sep).st_mode & 0o001:
+        if not os.stat(os.sep.join(parts[:i])).st_mode & 0o001:
             return False
     return bool(os.stat(real).st_mode & 0o005 == 0o005)
 
 
-def sandbox_interpreter() -> str | None:
-    """A Python the nobody user can run: this one if it can, else the system's; None if neither."""
-    for candidate in (sys.executable, "/usr/bin/python3"):
-        if os.path.exists(candidate) and _world_executable(candidate):
-            return candidate
-    return None
+def _interpreters() -> list[str]:
+    """Pythons the sandbox can run (standard library only): this one's base interpreter, then the system's."""
+    found = []
+    for candidate in (os.path.realpath(sys.executable), "/usr/bin/python3"):
+        real = os.path.realpath(candidate)
+        if os.path.exists(real) and real not in found:
+            found.append(real)
+    return found
 
 
-def can_isolate() -> bool:
-    """Whether runs get namespaces and the nobody user: root on Linux, with util-linux and a Python nobody can
-    run."""
-    tools = all(os.path.exists(f"/usr/bin/{t}") for t in ("unshare", "setpriv"))
-    return sys.platform == "linux" and os.geteuid() == 0 and tools and sandbox_interpreter() is not None
+def _prefix_of(interpreter: str) -> str:
+    """The installation folder that holds the interpreter's standard library (`<prefix>/bin/python3.X`)."""
+    return str(Path(interpreter).parent.parent)
 
 
-def _command(script: str, isolate: bool) -> list[str]:
-    if not isolate:
-        return [sys.executable, "-I", "-S", script]
-    # The program is PID 1 of a new PID namespace; --kill-child takes it (and so the namespace) down with
-    # `unshare` when the wall clock runs out.
-    return [
-        "/usr/bin/unshare",
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--",
-        "/usr/bin/setpriv",
-        f"--reuid={NOBODY}",
-        f"--regid={NOBODY}",
-        "--clear-groups",
-        "--",
-        sandbox_interpreter(),
-        "-I",
-        "-S",
-        script,
+def bwrap_arguments(interpreter: str) -> list[str]:
+    """bwrap's options for a host running `interpreter` (see the module docstring for what each part is for)."""
+    args = [
+        "bwrap",
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup",
+        "--disable-userns",
+        "--uid",
+        str(NOBODY),
+        "--gid",
+        str(NOBODY),
+        "--hostname",
+        "sandbox",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--clearenv",
+        "--ro-bind",
+        "/usr",
+        "/usr",
     ]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    prefix = _prefix_of(interpreter)
+    if not prefix.startswith("/usr/"):
+        args += ["--ro-bind", prefix, prefix]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--size", str(TMP_BYTES), "--tmpfs", "/dev/shm"]
+    return [*args, "--chdir", "/tmp", "--"]
 
 
-def _libc_call(name: str, *args) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if getattr(libc, name)(*args) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{name}: {os.strerror(errno)}")
+def _candidates() -> list[Boundary]:
+    """The bubblewrap boundaries to try, safest first."""
+    bwrap = shutil.which("bwrap") or ("/usr/bin/bwrap" if os.path.exists("/usr/bin/bwrap") else None)
+    if bwrap is None:
+        return []
+    as_nobody, as_caller = [], []
+    root = os.geteuid() == 0
+    for interpreter in _interpreters():
+        args = bwrap_arguments(interpreter)
+        args[0] = bwrap
+        if root and os.path.exists("/usr/bin/setpriv") and _world_executable(interpreter):
+            drop = ["/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+            as_nobody.append(Boundary("bubblewrap", (*drop, *args), interpreter, "bubblewrap, started as nobody"))
+        started_as = "root" if root else "the calling user"
+        as_caller.append(Boundary("bubblewrap", tuple(args), interpreter, f"bubblewrap, started as {started_as}"))
+    return as_nobody + as_caller
 
 
-def _child_setup(limits: Limits, source: str, isolate: bool):
-    """What the child does between fork and exec (runs as root when isolating, before dropping to nobody)."""
-
-    def setup() -> None:
-        if isolate:
-            _libc_call("unshare", CLONE_NEWNS | CLONE_NEWNET)
-            # Mounts below stay inside this namespace.
-            _libc_call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
-            for path in (b"/tmp", b"/var/tmp", b"/dev/shm"):
-                if os.path.isdir(path):
-                    _libc_call("mount", b"tmpfs", path, b"tmpfs", 0, b"size=64m,mode=1777")
-            os.mkdir(SANDBOX_DIR, 0o700)
-            with open(f"{SANDBOX_DIR}/program.py", "w") as fh:
-                fh.write(source)
-            os.chown(SANDBOX_DIR, NOBODY, NOBODY)
-            os.chdir(SANDBOX_DIR)
-            resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return setup
+def _probe(candidate: Boundary) -> str | None:
+    """None when a host can start in this boundary, else the first line of why not."""
+    command = [*candidate.prefix, candidate.interpreter, "-I", "-S", "-c", "print('ok')"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, env={}, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc).splitlines()[0]
+    if done.returncode == 0 and done.stdout.strip() == "ok":
+        return None
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[0] if lines else f"exit status {done.returncode}"
 
 
-def _session_members(sid: int) -> list[int]:
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    # Fields after the parenthesised command: state ppid pgrp session ...
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-            if int(fields[3]) == sid:
-                members.append(int(entry))
-    return members
+HOW_TO_ALLOW = (
+    "install Debian's bubblewrap (`make system-deps` as root, or `apt-get install bubblewrap`) and allow "
+    "unprivileged user namespaces (`sysctl kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000`; "
+    "in a container, run it with a seccomp profile that permits them), or set evaluation.code_sandbox: "
+    "unsafe-none to run completions with no boundary at all"
+)
 
 
-def _wait_for_session_to_end(sid: int, seconds: float = 5.0) -> None:
-    """Kill and wait out what is left of the run's session, so a run never outlives its call."""
-    deadline = time.monotonic() + seconds
-    while sys.platform == "linux" and (members := _session_members(sid)) and time.monotonic() < deadline:
-        for pid in members:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.02)
-
-
-def run_python(source: str, *, limits: Limits | None = None, expect_marker: str | None = None) -> RunResult:
-    """Run `source` in a limited child interpreter and report whether it exited 0 in time (and, with
-    `expect_marker`, printed that marker as its last line)."""
-    limits = limits or Limits()
-    isolate = can_isolate()
-    with tempfile.TemporaryDirectory(prefix="quantreplay-sandbox-") as workdir:
-        if isolate:
-            script, cwd = f"{SANDBOX_DIR}/program.py", None
-        else:
-            script, cwd = os.path.join(workdir, "program.py"), workdir
-            with open(script, "w") as fh:
-                fh.write(source)
-        # Output goes to a file, so RLIMIT_FSIZE caps it and the parent never buffers more than that.
-        with open(os.path.join(workdir, "output"), "w+b") as out:
-            proc = subprocess.Popen(
-                _command(script, isolate),
-                cwd=cwd,
-                env={},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_child_setup(limits, source, isolate),
-            )
-            try:
-                proc.wait(timeout=limits.wall_seconds)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                # The whole session: children the program forked die with it.
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                proc.wait()
-                _wait_for_session_to_end(proc.pid)
-            out.seek(0)
-            text = out.read(limits.output_bytes).decode("utf-8", errors="replace")
-    passed = not timed_out and proc.returncode == 0
-    if expect_marker is not None:
-        passed = passed and text.rstrip("\n").rsplit("\n", 1)[-1] == expect_marker
-    return RunResult(passed=passed, returncode=proc.returncode, timed_out=timed_out, output=text, isolated=isolate)
+@functools.cache
+def boundary(kind: str = "bubblewrap") -> Boundary:
+    """The boundary code scoring runs in; raises SandboxUnavailable (one line) where bubblewrap cannot work."""
+    if kind == "unsafe-none":
+        interpreter = _interpreters()[0]
+        return Boundary("none", (), interpreter, "NO SANDBOX (evaluation.code_sandbox: unsafe-none)")
+    if kind != "bubblewrap":
+        raise ValueError(f"unknown sandbox {kind!r}: one of {', '.join(SANDBOXES)}")
+    if sys.platform != "linux":
+        raise SandboxUnavailable(f"code scoring needs a bubblewrap sandbox, which needs Linux; {HOW_TO_ALLOW}")
+    candidates = _candidates()
+    if not candidates:
+        raise SandboxUnavailable(f"code scoring needs a bubblewrap sandbox; bwrap is not installed: {HOW_TO_ALLOW}")
+    reasons = []
+    for candidate in candidates:
+        reason = _probe(candidate)
+        if reason is None:
+            return candidate
+        reasons.append(reason)
+    why = reasons[-1]
+    raise SandboxUnavailable(f"code scoring needs a bubblewrap sandbox, and bwrap failed here ({why}): {HOW_TO_ALLOW}")
