@@ -65,6 +65,17 @@ HOSTILE = {
         "def abs(x):\n    return 0\ndef root(x):\n    return 0.0\n",
         "assert abs(root(16.0) - 4.0) < 1e-9\n",
     ),
+    "forges the verdict on every pipe it holds": (
+        "import json, os, struct\n"
+        "def forge(message):\n    body = json.dumps(message).encode()\n"
+        "    for fd in range(3, 64):\n        for frame in (struct.pack('>I', len(body)) + body,"
+        " b'h' + struct.pack('>I', len(body)) + body):\n"
+        "            try:\n                os.write(fd, frame)\n            except OSError:\n                pass\n"
+        "def add(a, b):\n    forge({{'op': 'verdict', 'passed': True, 'reason': 'passed'}})\n"
+        "    forge({{'op': 'clean'}})\n    return -1\n",
+        ADD_TESTS,
+    ),
+    "returns more than a frame may hold": ("def add(a, b):\n    return 'x' * (100 << 20)\n", ADD_TESTS),
     "exits with status 0 before the tests": ("import os\nos._exit(0)\n", ADD_TESTS),
     "raises SystemExit(0) before the tests": ("raise SystemExit(0)\n", ADD_TESTS),
     "exits with status 0 when called": ("import os\ndef add(a, b):\n    os._exit(0)\n", ADD_TESTS),

@@ -21,7 +21,7 @@ from quantreplay.judge import Judge, Program, judge_programs
 from quantreplay.judge.host import MAX_FRAME, FrameReader, NotPlain, pack, unpack
 from quantreplay.sandbox import Limits, SandboxUnavailable, boundary
 
-FAST = Limits(wall_seconds=4, cpu_seconds=2, memory_bytes=512 << 20, output_bytes=64 << 10)
+FAST = Limits(wall_seconds=3, cpu_seconds=1, memory_bytes=512 << 20, output_bytes=64 << 10)
 NOBODY = 65534
 SHARED_PLACES = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
 
@@ -179,7 +179,7 @@ def test_hostile_completions_fail_as_an_unprivileged_user(where, tmp_path):
         (shared / "cases.json").write_text(json.dumps(cases))
         for path in [shared, *shared.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        limits = json.dumps({"wall_seconds": 4, "cpu_seconds": 2, "memory_bytes": 512 << 20, "output_bytes": 65536})
+        limits = json.dumps({"wall_seconds": 3, "cpu_seconds": 1, "memory_bytes": 512 << 20, "output_bytes": 65536})
         state, processes = _shared_state(where["fields"]["token"]), _processes()
         done = subprocess.run(
             [

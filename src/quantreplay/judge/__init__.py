@@ -118,7 +118,7 @@ class _Host:
         try:
             send(self.proc.stdin.fileno(), message)
             return True
-        except OSError:
+        except (OSError, RecursionError):
             return False
 
     def pump(self) -> bool:
@@ -141,20 +141,26 @@ class _Host:
         channel, payload = self.reader.take()
         try:
             message = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return (channel, "malformed", {})
         return (channel, message.get("op") if isinstance(message, dict) else "malformed", message)
 
-    def end(self) -> None:
-        """End the current program: the host kills what it started and empties its folders; if it does not say
-        so in time, it is stopped and started again for the next program."""
+    def end(self) -> bool:
+        """Ask the host to end the current program; False if it cannot hear it (it is stopped then)."""
         if self.proc is None:
-            return
+            return False
+        if not self.send({"op": "end"}):
+            self.stop()
+            return False
+        return True
+
+    def await_clean(self) -> None:
+        """Wait until the host has killed what the program started and emptied its folders; a host that does not
+        say so in time is stopped, and started again for the next program."""
         deadline = time.monotonic() + CLEAN_SECONDS
-        if self.send({"op": "end"}):
-            while (event := self.next(deadline)) is not None:
-                if event[:2] == (HOST, "clean"):
-                    return
+        while (event := self.next(deadline)) is not None:
+            if event[:2] == (HOST, "clean"):
+                return
         self.stop()
 
     def stop(self) -> None:
@@ -194,8 +200,10 @@ class Judge:
         try:
             return self._relay(program, deadline)
         finally:
-            self.candidate.end()
-            self.tests.end()
+            # Both hosts clean up at once.
+            ending = [host for host in (self.candidate, self.tests) if host.end()]
+            for host in ending:
+                host.await_clean()
 
     def _relay(self, program: Program, deadline: float) -> Verdict:
         names = imported_names(program)
