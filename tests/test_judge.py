@@ -12,10 +12,10 @@ import time
 import uuid
 from pathlib import Path
 
-import hostile
 import polars as pl
 import pytest
 
+import hostile
 from conftest import ROOT
 from quantreplay.judge import Judge, Program, judge_programs
 from quantreplay.judge.host import MAX_FRAME, FrameReader, NotPlain, pack, unpack
