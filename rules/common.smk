@@ -20,12 +20,18 @@ from quantreplay.fingerprint import code_fingerprint
 # otherwise merge it into this one (keeping, say, the toy model beside the paper's Llama).
 DEFAULT_CONFIG = "config/config.yaml"
 
+# The workstation profile, which Snakemake reads on every call here (and as the workflow profile under
+# --profile profiles/slurm).
+WORKFLOW_PROFILE = Path(workflow.basedir) / "profiles" / "default" / "config.yaml"
+
 # Snakemake's YAML keeps the last of two equal keys and stops on an empty file with a message that names none, so
-# every config file is read once more, strictly, first. Snakemake's validate() prints the whole schema with a
-# traceback; check_config applies the same schema, fills its defaults, adds the checks a schema cannot express,
-# and names the bad key in one line.
+# every config file, and the workstation profile, is read once more, strictly, first. Snakemake's validate() prints
+# the whole schema with a traceback; check_config applies the same schema (read strictly too), fills its defaults,
+# adds the checks a schema cannot express, and names the bad key in one line.
 with config_errors():
-    check_config_files(workflow.overwrite_configfiles or [DEFAULT_CONFIG])
+    check_config_files(
+        [*(workflow.overwrite_configfiles or [DEFAULT_CONFIG]), WORKFLOW_PROFILE]
+    )
     if not workflow.overwrite_configfiles:
 
         configfile: DEFAULT_CONFIG

@@ -236,7 +236,7 @@ BAD_FILES = [
      ": tasks.h.train.path is given twice, 'json' on line 3 and 'csv' on line 3"),
     ("a section given twice", "lora: {r: 4}\nseeds: [0]\nlora: {r: 8}\n",
      ": lora is given twice, line 1 and line 3"),
-    ("an empty file", "# nothing yet\n", ": is empty; a config is a mapping of keys"),
+    ("an empty file", "# nothing yet\n", ": is empty, not a mapping of keys"),
     ("a list", "- seeds: [0]\n", ": is a list, not a mapping of keys"),
     ("a single value", "config.yaml\n", ": is a single value ('config.yaml'), not a mapping of keys"),
     ("broken YAML", "seeds: [0\n", ", line 2: not valid YAML"),
@@ -261,10 +261,15 @@ def test_missing_config_file_raises_one_line(tmp_path):
         check_config_file(tmp_path / "gone.yaml")
 
 
-def test_default_config_files_have_no_duplicate_keys():
+def test_shipped_yaml_files_have_no_duplicate_keys():
     from quantreplay.config import check_config_files
 
-    check_config_files(sorted((ROOT / "config").glob("*.yaml")) + [ROOT / "tests" / "config" / "micro.yaml"])
+    shipped = [
+        *(ROOT / "config").glob("*.yaml"),
+        *(ROOT / "profiles").glob("*/config.yaml"),
+        ROOT / "tests" / "config" / "micro.yaml",
+    ]
+    check_config_files(sorted(shipped) + [ROOT / "config" / "schema" / "config.schema.yaml"])
 
 
 def _stops_before_any_job(proc, workdir, message: str) -> None:

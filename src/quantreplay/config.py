@@ -83,8 +83,9 @@ def _duplicate_keys(node: yaml.Node, path: tuple) -> Iterator[str]:
 
 
 def check_config_file(path: str | Path) -> None:
-    """Read the config file at `path` as Snakemake would, but strictly: raise ConfigError naming the file if it
-    is missing, unreadable YAML, empty or not a mapping of keys, or if a mapping in it gives a key twice."""
+    """Read the YAML file at `path` (a config, a profile, the schema) as Snakemake would, but strictly: raise
+    ConfigError naming the file if it is missing, unreadable YAML, empty or not a mapping of keys, or if a mapping
+    in it gives a key twice."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
@@ -97,10 +98,10 @@ def check_config_file(path: str | Path) -> None:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
     if root is None:
-        raise ConfigError(f"{path}: is empty; a config is a mapping of keys (see config/config.yaml)")
+        raise ConfigError(f"{path}: is empty, not a mapping of keys")
     if not isinstance(root, yaml.MappingNode):
         kind = "a list" if isinstance(root, yaml.SequenceNode) else f"a single value ({root.value!r})"
-        raise ConfigError(f"{path}: is {kind}, not a mapping of keys (see config/config.yaml)")
+        raise ConfigError(f"{path}: is {kind}, not a mapping of keys")
     problem = next(_duplicate_keys(root, ()), None)
     if problem is not None:
         raise ConfigError(f"{path}: {problem}")
@@ -113,7 +114,8 @@ def check_config_files(paths: Sequence[str | Path]) -> None:
 
 
 def load_schema(path: str | Path) -> dict:
-    """Read the YAML schema at `path`."""
+    """Read the YAML schema at `path`, strictly (`check_config_file`)."""
+    check_config_file(path)
     with open(path) as fh:
         return yaml.safe_load(fh)
 
