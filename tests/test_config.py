@@ -240,6 +240,9 @@ BAD_FILES = [
     ("a list", "- seeds: [0]\n", ": is a list, not a mapping of keys"),
     ("a single value", "config.yaml\n", ": is a single value ('config.yaml'), not a mapping of keys"),
     ("broken YAML", "seeds: [0\n", ", line 2: not valid YAML"),
+    # Snakemake reads JSON first; JSON with tabs is not YAML.
+    ("JSON with a key given twice", '{\n\t"seeds": [0],\n\t"seeds": [1]\n}\n',
+     ": 'seeds' is given twice in one object (JSON keeps the last)"),
 ]  # fmt: skip
 
 

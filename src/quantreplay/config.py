@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -66,8 +67,9 @@ def _duplicate_keys(node: yaml.Node, path: tuple) -> Iterator[str]:
     if isinstance(node, yaml.MappingNode):
         first: dict = {}
         for key_node, value_node in node.value:
-            key = key_node.value
-            if key in first:
+            # A complex key (a list or mapping as key) has no name to report; YAML merge keys may repeat.
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key != "<<" and key in first:
                 shown = [
                     f"{n.value!r} on line {n.start_mark.line + 1}" if isinstance(n, yaml.ScalarNode)
                     else f"line {n.start_mark.line + 1}"
@@ -82,6 +84,18 @@ def _duplicate_keys(node: yaml.Node, path: tuple) -> Iterator[str]:
             yield from _duplicate_keys(item, (*path, i))
 
 
+class _DuplicateJsonKey(Exception):
+    pass
+
+
+def _json_object_without_duplicates(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _DuplicateJsonKey(key)
+    return dict(pairs)
+
+
 def check_config_file(path: str | Path) -> None:
     """Read the YAML file at `path` (a config, a profile, the schema) as Snakemake would, but strictly: raise
     ConfigError naming the file if it is missing, unreadable YAML, empty or not a mapping of keys, or if a mapping
@@ -93,10 +107,8 @@ def check_config_file(path: str | Path) -> None:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+        _check_json_config(path, text, error)
+        return
     if root is None:
         raise ConfigError(f"{path}: is empty, not a mapping of keys")
     if not isinstance(root, yaml.MappingNode):
@@ -105,6 +117,21 @@ def check_config_file(path: str | Path) -> None:
     problem = next(_duplicate_keys(root, ()), None)
     if problem is not None:
         raise ConfigError(f"{path}: {problem}")
+
+
+def _check_json_config(path, text: str, yaml_error: yaml.YAMLError) -> None:
+    # Snakemake reads a file as JSON first: JSON that is not YAML (tabs) is checked as JSON.
+    try:
+        loaded = json.loads(text, object_pairs_hook=_json_object_without_duplicates)
+    except _DuplicateJsonKey as error:
+        raise ConfigError(f"{path}: {error.args[0]!r} is given twice in one object (JSON keeps the last)") from None
+    except ValueError:
+        mark = getattr(yaml_error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(yaml_error, "problem", None) or str(yaml_error).splitlines()[0]
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: is {type(loaded).__name__} JSON, not a mapping of keys")
 
 
 def check_config_files(paths: Sequence[str | Path]) -> None:
@@ -187,8 +214,9 @@ def _semantic_errors(config: dict) -> Iterator[str]:
 
 
 def _same_buffer_sizes(config: dict) -> Iterator[str]:
-    """Two buffers that draw as many examples of every replayed task (known before the data exist: builtin
-    sizes) are one replay mix under two labels: a fraction that rounds like another, or like a count."""
+    """Two buffers that draw as many examples of every replayed task (sizes known before the data exist: builtin
+    tasks) are one buffer size under two labels, a fraction that rounds like another or like a count: their
+    mixes differ only by the seeded draw, and the study would read replicates as two doses."""
     from quantreplay.replay import Buffer
 
     replayed = [
