@@ -6,13 +6,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The default tier, unless --configfile names another: a tier's file is a whole configuration, and Snakemake would
-# otherwise merge it into this one (keeping, say, the toy model beside the paper's Llama).
-if not workflow.overwrite_configfiles:
-
-    configfile: "config/config.yaml"
-
-
+# The config (config/config.yaml, or the --configfile given) is read and checked first, in rules/common.smk.
 report: "report/workflow.rst"
 
 

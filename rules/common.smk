@@ -8,8 +8,9 @@ sys.path.insert(0, str(SRC))
 
 from quantreplay import grid
 from quantreplay.config import (
-    ConfigError,
     check_config,
+    check_config_files,
+    config_errors,
     load_schema,
     task_catalog_entry,
     task_splits,
@@ -17,17 +18,33 @@ from quantreplay.config import (
 from quantreplay.sandbox import SandboxUnavailable, boundary
 from quantreplay.fingerprint import code_fingerprint
 
-# Snakemake's validate() prints the whole schema with a traceback; check_config applies the same schema,
-# fills its defaults, adds the checks a schema cannot express, and names the bad key in one line.
-try:
+# The default tier, unless --configfile names another: a tier's file is a whole configuration, and Snakemake would
+# otherwise merge it into this one (keeping, say, the toy model beside the paper's Llama).
+DEFAULT_CONFIG = "config/config.yaml"
+
+# The workstation profile, which Snakemake reads on every call here (and as the workflow profile under
+# --profile profiles/slurm).
+WORKFLOW_PROFILE = Path(workflow.basedir) / "profiles" / "default" / "config.yaml"
+
+# Snakemake's YAML keeps the last of two equal keys and stops on an empty file with a message that names none, so
+# every config file, and the workstation profile, is read once more, strictly, first. Snakemake's validate() prints
+# the whole schema with a traceback; check_config applies the same schema (read strictly too), fills its defaults,
+# adds the checks a schema cannot express, and names the bad key in one line.
+with config_errors():
+    check_config_files(
+        [*(workflow.overwrite_configfiles or [DEFAULT_CONFIG]), WORKFLOW_PROFILE]
+    )
+    if not workflow.overwrite_configfiles:
+
+        configfile: DEFAULT_CONFIG
+
     check_config(
         config,
         load_schema(
             Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"
         ),
     )
-except ConfigError as error:
-    sys.exit(f"Config error: {error}")
+
 
 # Code is scored only in a sandbox (or with the boundary switched off by name): where none can be built, stop
 # before any job rather than after hours of training. The evaluate job checks again on the machine it runs on.

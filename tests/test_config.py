@@ -1,11 +1,12 @@
 """Bad configs stop before any job runs, with one line that names the key and the bad value."""
 
 import copy
+import subprocess
 import time
 
 import pytest
 
-from conftest import ROOT, run_snakemake
+from conftest import ROOT, SNAKEMAKE, run_snakemake
 from quantreplay.config import ConfigError, check_config, load_schema
 
 
@@ -118,6 +119,61 @@ BAD_CONFIGS = [
         _set("quantization.nf4_compute_dtype", "int4"),
         "quantization.nf4_compute_dtype: must be one of",
     ),
+    # Cross-field rules of the settings classes, each naming the key path of the field it blames.
+    ("warmup beyond max_steps", _set("training.max_steps", 10), "training.warmup_steps: 20 exceeds max_steps=10"),
+    (
+        "a stage's warmup beyond its max_steps",
+        _set("training.stages", {"code": {"max_steps": 5, "warmup_steps": 8}}),
+        "training.stages.code.warmup_steps: 8 exceeds max_steps=5",
+    ),
+    (
+        "sandbox CPU limit above its wall limit",
+        _set("evaluation.sandbox_cpu_seconds", 30),
+        "evaluation.sandbox_cpu_seconds: 30 exceeds sandbox_wall_seconds=10",
+    ),
+    ("pass@k listed twice", _set("evaluation.pass_k", [1, 1]), "evaluation.pass_k: lists a k twice, got [1, 1]"),
+    ("pass@k as bools", _set("evaluation.pass_k", [True]), "evaluation.pass_k[0]: True is not of type 'integer'"),
+    ("toy warmup beyond pretraining", _set("models.toy.toy.pretrain_steps", 10), "models.toy.toy.warmup_steps: 40"),
+    # 1000 training rows per task: 0.0001 and 0.001 both draw max(1, round(b * n)) = 1 example.
+    (
+        "buffers that round to one size",
+        _set("buffers", [0, 0.0001, 0.001]),
+        "buffers[2]: 0.001 replays as many examples of every earlier task as buffers[1]: 0.0001 (1 of 1000 per task)",
+    ),
+    (
+        "a count equal to a fraction",
+        _set("buffer_counts", [100]),
+        "buffer_counts[0]: 100 replays as many examples of every earlier task as buffers[6]: 0.1 (100 of 1000",
+    ),
+    (
+        "hub task's missing local file",
+        lambda c: c["tasks"].update(
+            h={
+                "source": "hub",
+                "family": "math",
+                "test": {"path": "json", "data_files": ["gone.jsonl"], "format": "gsm8k"},
+            }  # fmt: skip
+        ),
+        "tasks.h.test.data_files[0]: 'gone.jsonl' does not exist in ",
+    ),
+    (
+        "hub task's glob matching nothing",
+        lambda c: c["tasks"].update(
+            h={
+                "source": "hub",
+                "family": "math",
+                "test": {"path": "parquet", "data_files": "/nowhere/*.parquet", "format": "gsm8k"},
+            }  # fmt: skip
+        ),
+        "tasks.h.test.data_files: '/nowhere/*.parquet' matches no file",
+    ),
+    (
+        "hub task's missing local folder",
+        lambda c: c["tasks"].update(
+            h={"source": "hub", "family": "math", "train": {"path": "./gsm8k_copy", "format": "gsm8k"}}
+        ),
+        "tasks.h.train.path: './gsm8k_copy' does not exist in ",
+    ),
 ]
 
 # The Snakemake-level test runs one case of each kind of check: the schema, the grid's semantic checks, a toy
@@ -167,11 +223,89 @@ def test_snakemake_stops_before_any_job(default_config, tmp_path, what, mutate, 
     started = time.monotonic()
     proc = run_snakemake(config, tmp_path, timeout=60)
     elapsed = time.monotonic() - started
+    _stops_before_any_job(proc, tmp_path, message)
+    # Parsing the Snakefile and the config takes about a second; a bad config must not get further.
+    assert elapsed < 20, elapsed
+
+
+# (what is wrong, the file's text, what the one line says after the file's path)
+BAD_FILES = [
+    ("a key given twice", "seeds: [0]\ntraining:\n  lr: 0.1\n  lr: 0.2\n",
+     ": training.lr is given twice, '0.1' on line 3 and '0.2' on line 4 (YAML keeps the last silently)"),
+    ("a key given twice in a list's mapping", "tasks:\n  h:\n    train: {path: json, path: csv}\n",
+     ": tasks.h.train.path is given twice, 'json' on line 3 and 'csv' on line 3"),
+    ("a section given twice", "lora: {r: 4}\nseeds: [0]\nlora: {r: 8}\n",
+     ": lora is given twice, line 1 and line 3"),
+    ("an empty file", "# nothing yet\n", ": is empty, not a mapping of keys"),
+    ("a list", "- seeds: [0]\n", ": is a list, not a mapping of keys"),
+    ("a single value", "config.yaml\n", ": is a single value ('config.yaml'), not a mapping of keys"),
+    ("broken YAML", "seeds: [0\n", ", line 2: not valid YAML"),
+    # Snakemake reads JSON first; JSON with tabs is not YAML.
+    ("JSON with a key given twice", '{\n\t"seeds": [0],\n\t"seeds": [1]\n}\n',
+     ": 'seeds' is given twice in one object (JSON keeps the last)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "text", "message"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_bad_config_file_raises_one_line(tmp_path, what, text, message):
+    from quantreplay.config import check_config_file
+
+    path = tmp_path / "my.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        check_config_file(path)
+    assert str(info.value).startswith(f"{path}{message}") and "\n" not in str(info.value)
+
+
+def test_missing_config_file_raises_one_line(tmp_path):
+    from quantreplay.config import check_config_file
+
+    with pytest.raises(ConfigError, match=r"gone.yaml: cannot be read \(No such file or directory\)$"):
+        check_config_file(tmp_path / "gone.yaml")
+
+
+def test_shipped_yaml_files_have_no_duplicate_keys():
+    from quantreplay.config import check_config_files
+
+    shipped = [
+        *(ROOT / "config").glob("*.yaml"),
+        *(ROOT / "profiles").glob("*/config.yaml"),
+        ROOT / "tests" / "config" / "micro.yaml",
+    ]
+    check_config_files(sorted(shipped) + [ROOT / "config" / "schema" / "config.schema.yaml"])
+
+
+def _stops_before_any_job(proc, workdir, message: str) -> None:
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert proc.returncode != 0
     errors = [line for line in lines if line.startswith("Config error: ")]
     assert len(errors) == 1 and message in errors[0], lines
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
-    # Parsing the Snakefile and the config takes about a second; a bad config must not get further.
-    assert elapsed < 20, elapsed
+    assert not (workdir / "results").exists() and not (workdir / "logs").exists()
+
+
+def _snakemake_dry_run(workdir, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+def test_snakemake_reads_its_config_files_strictly(tmp_path):
+    # A --configfile that gives a key twice: Snakemake alone would train with the second learning rate.
+    text = (ROOT / "config" / "config.yaml").read_text().replace("  lr: 2.0e-3\n", "  lr: 2.0e-3\n  lr: 5.0e-4\n")
+    line = text.splitlines().index("  lr: 5.0e-4") + 1
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text)
+    proc = _snakemake_dry_run(tmp_path, "--configfile", str(twice))
+    _stops_before_any_job(
+        proc, tmp_path, f"Config error: {twice}: training.lr is given twice, '2.0e-3' on line {line - 1} and '5.0e-4'"
+    )
+    # The default config file (read without --configfile) is read the same way: empty, it is named.
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("")
+    proc = _snakemake_dry_run(tmp_path)
+    _stops_before_any_job(proc, tmp_path, "Config error: config/config.yaml: is empty")

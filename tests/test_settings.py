@@ -38,7 +38,7 @@ class Sample(Settings):
         ({"mode": "c"}, "sample.mode: must be a or b, got 'c'"),
         ({"cap": 0}, "sample.cap: must be positive or null, got 0"),
         ({"cap": 2}, "sample.cap: must be at least steps=3, got 2"),
-        ({"names": [1]}, "sample.names: must be a list of strings, got (1,)"),
+        ({"names": [1]}, "sample.names: must be a list of strings, got [1]"),
         ({"stepz": 1}, "sample.stepz: unknown key; choose from steps, rate, mode, cap, names, budgets"),
     ],
 )

@@ -37,7 +37,10 @@ def test_the_registry_holds_the_three_sources_by_name():
 
 
 @pytest.mark.parametrize("name", SOURCES)
-def test_every_source_gives_family_and_splits_for_its_catalogue(name):
+def test_every_source_gives_family_and_splits_for_its_catalogue(name, tmp_path, monkeypatch):
+    # The hub splits' local file, where a relative data_files is read from: the working directory.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / HUB_SPLIT["data_files"]).write_text("")
     source = SOURCES[name]
     catalogue = source.catalogue()
     assert catalogue
@@ -152,15 +155,21 @@ def test_unknown_source_names_the_key():
     )
 
 
-def test_source_checks_keep_their_messages():
+def test_source_checks_keep_their_messages(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     builtin_with_splits = {"source": "builtin", "family": "nlu", "train": HUB_SPLIT}
     assert list(SOURCES["builtin"].check("b", builtin_with_splits)) == [
         "tasks.b: train/test entries are only for hub tasks, not builtin"
     ]
     hub_with_dataset = {"source": "hub", "family": "math", "dataset": "gsm8k", "train": HUB_SPLIT}
     assert list(SOURCES["hub"].check("h", hub_with_dataset)) == [
-        "tasks.h.dataset: hub tasks name their data under train/test, not dataset"
+        "tasks.h.dataset: hub tasks name their data under train/test, not dataset",
+        f"tasks.h.train.data_files: 'gsm8k.jsonl' does not exist in {tmp_path}",
     ]
+    # Local files are checked where they are; URLs and Hub ids are the Hub's business.
+    (tmp_path / "gsm8k.jsonl").write_text("")
+    remote = {**HUB_SPLIT, "data_files": ["gsm8k.jsonl", "hf://datasets/openai/gsm8k/main/test-00000.parquet"]}
+    assert list(SOURCES["hub"].check("h", {"source": "hub", "family": "math", "test": remote})) == []
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +206,9 @@ class SumsSource:
     def check(self, task_name: str, task: dict) -> Iterator[str]:
         if "train" in task or "test" in task:
             yield f"tasks.{task_name}: train/test entries are only for hub tasks, not sums"
+
+    def train_size(self, task_name: str, task: dict, data: dict) -> int | None:
+        return 3
 
     def split_params(self, task_name: str, task: dict, data: dict, split: str) -> dict:
         return base_params(task, data, n_rows=3, offset=0 if split == "train" else 100)

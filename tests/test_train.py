@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from quantreplay.bases import resolve_base
+from quantreplay.config import ConfigError
 from quantreplay.lm import IGNORE_INDEX
 from quantreplay.quantize import QuantConfig, load_base
 from quantreplay.settings import SettingError, parse
@@ -77,6 +78,43 @@ def test_loss_only_on_target_and_eos(tiny_base):
     assert len(long.input_ids) == 32 and long.labels[-n_target:] == ex.labels[-n_target:]
     batch = collate([ex, long], pad_id=tok.pad_token_id)
     assert batch["input_ids"].shape == (2, 32) and batch["attention_mask"][0].sum() == len(ex.input_ids)
+
+
+def test_a_stage_that_does_not_fit_its_data_stops_before_the_model_loads(tiny_base, tiny_task_files, tmp_path):
+    from quantreplay.lm import bos_ids, load_tokenizer
+    from quantreplay.train import check_stage_fits, encode_pairs, read_training_rows
+
+    files = [tiny_task_files["boolq/train"], tiny_task_files["arithmetic/train"]]
+    rows = read_training_rows(files)
+    tokenizer = load_tokenizer(resolve_base(tiny_base))
+    pairs = encode_pairs(tokenizer, rows["prompt"], rows["target"])
+    assert len(bos_ids(tokenizer)) == 1
+    lengths = sorted(1 + len(p) + len(t) for p, t in pairs)
+    keys = {"max_seq_len": "training.stages.math.max_seq_len", "warmup_steps": "training.warmup_steps"}
+    # Room for every example, or for all but the longest prompts' starts: it trains, counting the truncated.
+    assert check_stage_fits(pairs, rows, bos=1, stage=StageSettings(max_seq_len=lengths[-1]), keys=keys) == 0
+    longest_target = max(1 + len(t) + 1 for _, t in pairs)
+    cap = max(longest_target, lengths[len(lengths) // 2])
+    assert 0 < check_stage_fits(pairs, rows, bos=1, stage=StageSettings(max_seq_len=cap), keys=keys) < len(pairs)
+    # A cap below every example (the reported max_seq_len: 8), or one that cuts a worked answer, is refused.
+    for cap in (8, longest_target - 1):
+        with pytest.raises(ConfigError) as info:
+            check_stage_fits(pairs, rows, bos=1, stage=StageSettings(max_seq_len=cap), keys=keys)
+        message = str(info.value)
+        assert message.startswith(f"training.stages.math.max_seq_len: {cap} truncates ") and "\n" not in message
+        assert f"the longest is {lengths[-1]} tokens (task 'arithmetic' in {files[1]})" in message
+    # Warmup longer than the steps that epochs make of the data.
+    with pytest.raises(
+        ConfigError, match=r"^training.warmup_steps: 50 exceeds the stage's 20 steps \(1.0 epochs of 80"
+    ):
+        check_stage_fits(pairs, rows, bos=1, stage=StageSettings(warmup_steps=50, batch_size=4), keys=keys)
+    # Through the training step: the error comes before any model loads or adapter is written.
+    with pytest.raises(ConfigError, match=r"^training.max_seq_len: 8 truncates 80 of 80 examples"):
+        train_stage(base=resolve_base(tiny_base), precision="fp32", train_files=files, previous_adapter=None,
+                    adapter_out=str(tmp_path / "adapter"), report_out=str(tmp_path / "train.json"),
+                    lora=LoraSettings(), quant=QUANT, stage=StageSettings(max_seq_len=8), seed=0, threads=1,
+                    cell={"precision": "fp32", "stage": "math"}, log=lambda s: None)  # fmt: skip
+    assert not (tmp_path / "adapter").exists()
 
 
 def test_length_grouped_batches_cover_every_example_and_limit_padding():

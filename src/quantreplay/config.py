@@ -1,15 +1,21 @@
 """Checking a quantreplay config before any job runs.
 
-`check_config` applies the JSON schema (filling defaults, as Snakemake's `validate` does) and then checks
-what a schema cannot express: names that must come from a catalog, families that must match, values that
-must be unique. Every problem is raised as a `ConfigError` whose message is one line naming the key and the
-bad value, so the Snakefile can print it and stop without a traceback.
+`check_config_files` reads the config files once more, strictly (a key given twice, a file that is empty or not
+a mapping). `check_config` applies the JSON schema (filling defaults, as Snakemake's `validate` does) and then
+checks what a schema cannot express: names that must come from a catalog, families that must match, values that
+must be unique, local files that must exist, buffers that must differ. Every problem is raised as a
+`ConfigError` whose message is one line naming the key and the bad value; `config_errors` prints it as
+`Config error: ...` and stops without a traceback, in the Snakefile and in the jobs that check what only the
+data can tell (`quantreplay.train.check_stage_fits`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterator
+import json
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import jsonschema
@@ -41,6 +47,15 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
+@contextlib.contextmanager
+def config_errors() -> Iterator[None]:
+    """Turn a ConfigError raised inside into the one line `Config error: ...` on stderr and exit status 1."""
+    try:
+        yield
+    except ConfigError as error:
+        sys.exit(f"Config error: {error}")
+
+
 def _key(path) -> str:
     out = ""
     for part in path:
@@ -48,8 +63,86 @@ def _key(path) -> str:
     return out or "config"
 
 
+def _duplicate_keys(node: yaml.Node, path: tuple) -> Iterator[str]:
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        for key_node, value_node in node.value:
+            # A complex key (a list or mapping as key) has no name to report; YAML merge keys may repeat.
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key != "<<" and key in first:
+                shown = [
+                    f"{n.value!r} on line {n.start_mark.line + 1}" if isinstance(n, yaml.ScalarNode)
+                    else f"line {n.start_mark.line + 1}"
+                    for n in (first[key], value_node)
+                ]  # fmt: skip
+                yield f"{_key((*path, key))} is given twice, {shown[0]} and {shown[1]} (YAML keeps the last silently)"
+            else:
+                first[key] = value_node
+            yield from _duplicate_keys(value_node, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*path, i))
+
+
+class _DuplicateJsonKey(Exception):
+    pass
+
+
+def _json_object_without_duplicates(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _DuplicateJsonKey(key)
+    return dict(pairs)
+
+
+def check_config_file(path: str | Path) -> None:
+    """Read the YAML file at `path` (a config, a profile, the schema) as Snakemake would, but strictly: raise
+    ConfigError naming the file if it is missing, unreadable YAML, empty or not a mapping of keys, or if a mapping
+    in it gives a key twice."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        _check_json_config(path, text, error)
+        return
+    if root is None:
+        raise ConfigError(f"{path}: is empty, not a mapping of keys")
+    if not isinstance(root, yaml.MappingNode):
+        kind = "a list" if isinstance(root, yaml.SequenceNode) else f"a single value ({root.value!r})"
+        raise ConfigError(f"{path}: is {kind}, not a mapping of keys")
+    problem = next(_duplicate_keys(root, ()), None)
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}")
+
+
+def _check_json_config(path, text: str, yaml_error: yaml.YAMLError) -> None:
+    # Snakemake reads a file as JSON first: JSON that is not YAML (tabs) is checked as JSON.
+    try:
+        loaded = json.loads(text, object_pairs_hook=_json_object_without_duplicates)
+    except _DuplicateJsonKey as error:
+        raise ConfigError(f"{path}: {error.args[0]!r} is given twice in one object (JSON keeps the last)") from None
+    except ValueError:
+        mark = getattr(yaml_error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(yaml_error, "problem", None) or str(yaml_error).splitlines()[0]
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: is {type(loaded).__name__} JSON, not a mapping of keys")
+
+
+def check_config_files(paths: Sequence[str | Path]) -> None:
+    """`check_config_file` on every file Snakemake loads, in order."""
+    for path in paths:
+        check_config_file(path)
+
+
 def load_schema(path: str | Path) -> dict:
-    """Read the YAML schema at `path`."""
+    """Read the YAML schema at `path`, strictly (`check_config_file`)."""
+    check_config_file(path)
     with open(path) as fh:
         return yaml.safe_load(fh)
 
@@ -109,6 +202,7 @@ def _semantic_errors(config: dict) -> Iterator[str]:
         trainable = [n for n, t in config["tasks"].items() if t["family"] == stage and "train" in task_splits(n, t)]
         if not trainable:
             yield f"stages[{k}]: no task of family {stage!r} has a train split"
+    yield from _same_buffer_sizes(config)
     for name, model in config["models"].items():
         kind = model["kind"]
         if kind not in MODEL_KINDS:
@@ -117,6 +211,38 @@ def _semantic_errors(config: dict) -> Iterator[str]:
             yield f"models.{name}.source: a hub model needs a source (a Hub id or a local path)"
         elif kind != "hub" and "source" in model:
             yield f"models.{name}.source: only hub models take a source, not {kind}"
+
+
+def _same_buffer_sizes(config: dict) -> Iterator[str]:
+    """Two buffers that draw as many examples of every replayed task (sizes known before the data exist: builtin
+    tasks) are one buffer size under two labels, a fraction that rounds like another or like a count: their
+    mixes differ only by the seeded draw, and the study would read replicates as two doses."""
+    from quantreplay.replay import Buffer
+
+    replayed = [
+        (name, task)
+        for stage in config["stages"][:-1]
+        for name, task in config["tasks"].items()
+        if task["family"] == stage and "train" in task_splits(name, task)
+    ]
+    sizes = {name: source_of(name, task).train_size(name, task, config["data"]) for name, task in replayed}
+    if not sizes or None in sizes.values():
+        return
+    buffers = [(f"buffers[{i}]", b, Buffer(fraction=b)) for i, b in enumerate(config["buffers"])]
+    buffers += [(f"buffer_counts[{i}]", c, Buffer(count=c)) for i, c in enumerate(config.get("buffer_counts", []))]
+    seen: dict[tuple, tuple] = {}
+    for key, value, buffer in buffers:
+        drawn = tuple(buffer.size(n) for n in sizes.values())
+        if drawn in seen:
+            first_key, first_value = seen[drawn]
+            counts = sorted({(k, n) for k, n in zip(drawn, sizes.values(), strict=True)})
+            each = ", ".join(f"{k} of {n}" for k, n in counts)
+            yield (
+                f"{key}: {value!r} replays as many examples of every earlier task as {first_key}: {first_value!r} "
+                f"({each} per task): two labels for one buffer size"
+            )
+            return
+        seen[drawn] = (key, value)
 
 
 def _settings_classes() -> dict:

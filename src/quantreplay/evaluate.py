@@ -64,6 +64,14 @@ class EvalSettings(Settings):
     def _check_fields(self) -> None:
         if any(k < 1 or k > self.code_samples for k in self.pass_k):
             raise SettingError("pass_k", f"must lie in [1, code_samples={self.code_samples}], got {list(self.pass_k)}")
+        if len(set(self.pass_k)) < len(self.pass_k):
+            raise SettingError("pass_k", f"lists a k twice, got {list(self.pass_k)}")
+        # The CPU limit could never be reached: a program is stopped by the wall clock first.
+        if self.sandbox_cpu_seconds > self.sandbox_wall_seconds:
+            raise SettingError(
+                "sandbox_cpu_seconds",
+                f"{self.sandbox_cpu_seconds} exceeds sandbox_wall_seconds={self.sandbox_wall_seconds}",
+            )
 
     @property
     def limits(self) -> Limits:

@@ -197,6 +197,15 @@ def stage_settings(config: dict, stage: str) -> dict:
     return canonical({**base, **training.get("stages", {}).get(stage, {})})
 
 
+def stage_setting_keys(config: dict, stage: str) -> dict[str, str]:
+    """The config key each training setting of `stage` comes from: its override, else `training`."""
+    overrides = config["training"].get("stages", {}).get(stage, {})
+    return {
+        name: f"training.stages.{stage}.{name}" if name in overrides else f"training.{name}"
+        for name in stage_settings(config, stage)
+    }
+
+
 def train_params(config: dict, stage: str) -> dict:
     """Everything besides the inputs that shapes a train_stage job (so params changes re-run it)."""
     return canonical(

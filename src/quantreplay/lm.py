@@ -97,14 +97,19 @@ def pad_batch(
     return out
 
 
+def load_tokenizer(base: str):
+    """The tokenizer of the base at `base` (what `from_pretrained` takes)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base)
+
+
 def load_checkpoint(base: str, *, precision: str, quant, device: str, adapter: str | None = None):
     """(tokenizer, model): the base at `base` (what `from_pretrained` takes) in `precision`, with the frozen
     `adapter` (a PEFT folder) on top unless None. Training attaches its trainable adapter itself."""
-    from transformers import AutoTokenizer
-
     from quantreplay.quantize import load_base
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = load_tokenizer(base)
     model = load_base(base, precision=precision, quant=quant, device=device)
     if adapter is not None:
         from peft import PeftModel

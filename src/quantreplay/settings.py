@@ -95,11 +95,13 @@ class Settings:
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
             value = getattr(self, f.name)
+            # The value as the config wrote it: a list, not the tuple it is held as.
+            shown = list(value) if isinstance(value, tuple) else value
             if not _type_ok(value, hints[f.name]):
-                raise SettingError(f.name, f"must be {_type_name(hints[f.name])}, got {value!r}")
+                raise SettingError(f.name, f"must be {_type_name(hints[f.name])}, got {shown!r}")
             check = f.metadata.get("check")
             if check is not None and value is not None and not check(value):
-                raise SettingError(f.name, f"must be {f.metadata['what']}, got {value!r}")
+                raise SettingError(f.name, f"must be {f.metadata['what']}, got {shown!r}")
         self._check_fields()
 
     def _check_fields(self) -> None:

@@ -20,9 +20,16 @@ import polars as pl
 
 from quantreplay import lm
 from quantreplay.io import package_versions, sha256_files, staging_dir, write_json
-from quantreplay.quantize import QuantConfig, compute_dtype, cpu_capability, quantized_layers, weight_bytes
+from quantreplay.quantize import (
+    QuantConfig,
+    compute_dtype,
+    cpu_capability,
+    load_base,
+    quantized_layers,
+    weight_bytes,
+)
 from quantreplay.schedule import SCHEDULES, lr_at
-from quantreplay.settings import Settings, non_negative, one_of, parse, positive, setting
+from quantreplay.settings import SettingError, Settings, non_negative, one_of, parse, positive, setting
 
 # The paper's LoRA targets: every attention and MLP projection of a Llama block.
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -61,6 +68,11 @@ class StageSettings(Settings):
     grad_clip: float = setting(1.0, positive, "positive")
     gradient_checkpointing: bool = setting(False)
 
+    def _check_fields(self) -> None:
+        # Warmup past the last step never reaches `lr` and leaves no decay: a typo, or max_steps lowered alone.
+        if self.max_steps is not None and self.warmup_steps > self.max_steps:
+            raise SettingError("warmup_steps", f"{self.warmup_steps} exceeds max_steps={self.max_steps}")
+
     def steps_for(self, n_examples: int) -> int:
         """Optimizer steps of this stage on `n_examples` examples."""
         if self.max_steps is not None:
@@ -76,22 +88,74 @@ class Example:
     labels: list[int]
 
 
-def tokenize_examples(tokenizer, prompts: Sequence[str], targets: Sequence[str], *, max_seq_len: int) -> list[Example]:
-    """bos + prompt + target + eos of each pair, with the loss only on target and eos.
+def encode_pairs(tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids + eos) of each pair, whole: one call into the tokenizer for each side."""
+    eos = [tokenizer.eos_token_id]
+    return [
+        (prompt_ids, target_ids + eos)
+        for prompt_ids, target_ids in zip(
+            lm.encode_many(tokenizer, prompts), lm.encode_many(tokenizer, targets), strict=True
+        )
+    ]
 
-    Over-long examples lose the start of the prompt first (the end of the prompt is what the target follows),
-    then the end of the target.
+
+def fit_example(bos: list[int], prompt_ids: list[int], target_ids: list[int], *, max_seq_len: int) -> Example:
+    """bos + prompt + target (ids from `encode_pairs`) in `max_seq_len`, with the loss only on the target.
+
+    An over-long example loses the start of its prompt first (the end of the prompt is what the target follows),
+    then the end of its target; at least one prompt token stays.
     """
+    target_ids = target_ids[: max_seq_len - len(bos) - 1]
+    prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_seq_len - len(bos) - len(target_ids))) :]
+    labels = [lm.IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + target_ids
+    return Example(bos + prompt_ids + target_ids, labels)
+
+
+def tokenize_examples(tokenizer, prompts: Sequence[str], targets: Sequence[str], *, max_seq_len: int) -> list[Example]:
+    """bos + prompt + target + eos of each pair, with the loss only on target and eos, fitted by `fit_example`."""
     bos = lm.bos_ids(tokenizer)
-    examples = []
-    for prompt_ids, target_ids in zip(
-        lm.encode_many(tokenizer, prompts), lm.encode_many(tokenizer, targets), strict=True
-    ):
-        target_ids = (target_ids + [tokenizer.eos_token_id])[: max_seq_len - len(bos) - 1]
-        prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_seq_len - len(bos) - len(target_ids))) :]
-        labels = [lm.IGNORE_INDEX] * (len(bos) + len(prompt_ids)) + target_ids
-        examples.append(Example(bos + prompt_ids + target_ids, labels))
-    return examples
+    return [fit_example(bos, p, t, max_seq_len=max_seq_len) for p, t in encode_pairs(tokenizer, prompts, targets)]
+
+
+def _own_keys(stage: StageSettings) -> dict:
+    return {name: f"training.{name}" for name in stage.to_dict()}
+
+
+def check_stage_fits(
+    pairs: Sequence[tuple[list[int], list[int]]], rows: pl.DataFrame, *, bos: int, stage: StageSettings, keys: dict
+) -> int:
+    """What only the data can tell about a stage's settings, before its model loads; returns how many examples
+    lose the start of their prompt to `max_seq_len`.
+
+    `pairs` are the rows' `encode_pairs`, `bos` the length of the bos ids, `keys` the config key of each setting
+    (`training.max_seq_len` or `training.stages.<family>.max_seq_len`). Truncation may drop the start of some
+    prompts, as every fine-tuning recipe with a length cap does; it may not cut a target (the model would learn
+    a cut answer, or never to stop) nor truncate every example (the cap is then below the data, as with
+    max_seq_len: 8). Raises ConfigError naming the key, its value and the longest example (task and file); also
+    when `warmup_steps` exceeds the steps that `epochs` make of these examples.
+    """
+    from quantreplay.config import ConfigError
+
+    cap = stage.max_seq_len
+    lengths = [bos + len(p) + len(t) for p, t in pairs]
+    # fit_example keeps the target with eos and at least one prompt token.
+    cut_targets = sum(bos + len(t) + 1 > cap for _, t in pairs)
+    truncated = sum(n > cap for n in lengths)
+    if cut_targets or (truncated and truncated == len(pairs)):
+        longest = max(range(len(lengths)), key=lengths.__getitem__)
+        where = f"task {rows['task'][longest]!r} in {rows['file'][longest]}"
+        raise ConfigError(
+            f"{keys['max_seq_len']}: {cap} truncates {truncated} of {len(pairs)} examples, cutting {cut_targets} "
+            f"targets; the longest is {lengths[longest]} tokens ({where}), the shortest {min(lengths)}. "
+            "Truncation may drop the start of some prompts, never a target nor every example"
+        )
+    steps = stage.steps_for(len(pairs))
+    if stage.warmup_steps > steps:
+        raise ConfigError(
+            f"{keys['warmup_steps']}: {stage.warmup_steps} exceeds the stage's {steps} steps "
+            f"({stage.epochs} epochs of {len(pairs)} examples at batch_size {stage.batch_size})"
+        )
+    return truncated
 
 
 def tokenize_example(tokenizer, prompt: str, target: str, *, max_seq_len: int) -> Example:
@@ -126,8 +190,10 @@ def collate(examples: Sequence[Example], *, pad_id: int):
 
 
 def read_training_rows(paths: Sequence[str]) -> pl.DataFrame:
-    """Concatenate the training parquets of a stage (each a task split or a replay mix)."""
-    frames = [pl.read_parquet(p, columns=["id", "task", "prompt", "target"]) for p in paths]
+    """Concatenate the training parquets of a stage (each a task split or a replay mix); `file` says which."""
+    frames = [
+        pl.read_parquet(p, columns=["id", "task", "prompt", "target"]).with_columns(file=pl.lit(str(p))) for p in paths
+    ]
     return pl.concat(frames, how="vertical")
 
 
@@ -186,6 +252,7 @@ def train_stage(
     seed: int,
     threads: int,
     cell: dict,
+    setting_keys: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> StageResult:
     """Train one stage and write the adapter (a PEFT folder) and train.json.
@@ -202,11 +269,15 @@ def train_stage(
     device = lm.job_device(threads)
     torch.manual_seed(seed)
 
-    # --- load: data, tokenizer and frozen base in the cell's precision, adapter ----------------------------
+    # --- load: data and tokenizer (checked against the settings), frozen base in the cell's precision, adapter -
     rows = read_training_rows(train_files)
-    tokenizer, model = lm.load_checkpoint(base, precision=precision, quant=quant, device=device)
+    tokenizer = lm.load_tokenizer(base)
+    bos = lm.bos_ids(tokenizer)
+    pairs = encode_pairs(tokenizer, rows["prompt"], rows["target"])
+    truncated = check_stage_fits(pairs, rows, bos=len(bos), stage=stage, keys=setting_keys or _own_keys(stage))
+    examples = [fit_example(bos, p, t, max_seq_len=stage.max_seq_len) for p, t in pairs]
+    model = load_base(base, precision=precision, quant=quant, device=device)
     pad_id = lm.pad_id(tokenizer)
-    examples = tokenize_examples(tokenizer, rows["prompt"], rows["target"], max_seq_len=stage.max_seq_len)
     layers = quantized_layers(model)
     base_bytes = weight_bytes(model)
     model = attach_adapter(
@@ -219,7 +290,10 @@ def train_stage(
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in model.parameters())
-    log(f"{len(examples)} examples; base {precision} {layers}; trainable {n_trainable:,} of {n_total:,}")
+    log(
+        f"{len(examples)} examples ({truncated} lose the start of their prompt to max_seq_len={stage.max_seq_len}); "
+        f"base {precision} {layers}; trainable {n_trainable:,} of {n_total:,}"
+    )
 
     # --- build: batches, optimizer ------------------------------------------------------------------------
     steps = stage.steps_for(len(examples))
@@ -280,6 +354,7 @@ def train_stage(
         "threads": threads,
         "device": lm.device_name(device),
         "examples": len(examples),
+        "truncated_examples": truncated,
         "steps": steps,
         "loss_curve": curve,
         "tokens": tokens,
@@ -319,9 +394,12 @@ def run_stage(
     settings: dict,
     cell: dict,
     threads: int,
+    setting_keys: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> StageResult:
-    """The train_stage step: build the typed settings from the job's params and train the stage."""
+    """The train_stage step: build the typed settings from the job's params and train the stage.
+
+    `setting_keys`: the config key each stage setting comes from (`quantreplay.grid.stage_setting_keys`)."""
     from quantreplay.bases import resolve_base
 
     return train_stage(
@@ -333,9 +411,10 @@ def run_stage(
         report_out=report_out,
         lora=parse(LoraSettings, settings["lora"], "lora"),
         quant=parse(QuantConfig, settings["quantization"], "quantization"),
-        stage=parse(StageSettings, settings["stage"], f"training (stage {cell['stage']})"),
+        stage=parse(StageSettings, settings["stage"], f"training.stages.{cell['stage']}"),
         seed=int(cell["seed"]),
         threads=threads,
         cell=cell,
+        setting_keys=setting_keys,
         log=log,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def build_base(
@@ -24,7 +25,8 @@ def build_base(
         log(f"toy base: {len(corpus)} corpus documents, {len(tokenizer_data)} task files for the tokenizer")
         return build_toy_base(
             output,
-            spec=toy_spec(spec["toy"], seed=spec["corpus_seed"]),
+            # The folder is results/base/<model>: errors name the config key models.<model>.toy.
+            spec=toy_spec(spec["toy"], seed=spec["corpus_seed"], key=f"models.{Path(output).name}.toy"),
             corpus=corpus,
             tokenizer_texts=corpus + tokenizer_texts(tokenizer_data),
             threads=threads,

