@@ -5,16 +5,18 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
+from quantreplay.manifest import one_line_errors
 from quantreplay.train import run_stage
 
-run_stage(
-    base_dir=snakemake.input.base,
-    train_files=list(snakemake.input.data),
-    previous_adapter=snakemake.input.get("previous"),
-    adapter_out=snakemake.output.adapter,
-    report_out=snakemake.output.report,
-    settings=snakemake.params.settings,
-    cell=dict(snakemake.wildcards.items()),
-    threads=snakemake.threads,
-    log=lambda line: print(line, file=sys.stderr, flush=True),
-)
+with one_line_errors():
+    run_stage(
+        base_dir=snakemake.input.base,
+        train_files=list(snakemake.input.data),
+        previous_adapter=snakemake.input.get("previous"),
+        adapter_out=snakemake.output.adapter,
+        report_out=snakemake.output.report,
+        settings=snakemake.params.settings,
+        cell=dict(snakemake.wildcards.items()),
+        threads=snakemake.threads,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )

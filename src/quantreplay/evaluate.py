@@ -280,7 +280,7 @@ def evaluate_checkpoint(
     """
     import time
 
-    from quantreplay.io import write_json, write_parquet
+    from quantreplay.io import read_parquet, write_json, write_parquet
     from quantreplay.quantize import compute_dtype, cpu_capability
 
     started = time.perf_counter()
@@ -291,7 +291,7 @@ def evaluate_checkpoint(
     startup = lm.seconds_since_process_start()
     predictions, tasks = [], {}
     for path in test_files:
-        frame = subsample(pl.read_parquet(path), max_examples=settings.max_examples, seed=settings.seed)
+        frame = subsample(read_parquet(path), max_examples=settings.max_examples, seed=settings.seed)
         task, family = frame["task"][0], frame["family"][0]
         t0 = time.perf_counter()
         scored = SCORERS[family](model, tokenizer, frame, settings, device)
@@ -324,12 +324,15 @@ def run_evaluation(
     threads: int,
     log=print,
 ) -> dict:
-    """The evaluate step: typed settings from the job's params, then `evaluate_checkpoint`."""
-    from quantreplay.bases import resolve_base
+    """The evaluate step: the inputs checked against their manifests, typed settings from the job's params, then
+    `evaluate_checkpoint`."""
+    from quantreplay.bases import checked_base
+    from quantreplay.manifest import check_inputs
     from quantreplay.quantize import QuantConfig
 
+    check_inputs(adapter, test_files)
     return evaluate_checkpoint(
-        base=resolve_base(base_dir),
+        base=checked_base(base_dir),
         precision=cell["precision"],
         adapter=adapter,
         test_files=test_files,
