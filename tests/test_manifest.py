@@ -136,19 +136,26 @@ def test_readers_name_a_missing_file(tmp_path):
 
 
 def test_the_rebuild_command_names_the_rule_and_the_artifact():
-    assert producer(f"/work/run/{ADAPTER}/adapter_model.safetensors") == ("train_first_stage", f"/work/run/{ADAPTER}")
+    found = producer(f"/work/run/{ADAPTER}/adapter_model.safetensors")
+    assert found == ("train_first_stage", f"/work/run/{ADAPTER}", "adapter")
     assert rebuild_command(f"{ADAPTER}/adapter_model.safetensors") == (
         f"snakemake --cores all --forcerun train_first_stage -- {ADAPTER}"
     )
     cases = {
         "results/train/toy/nf4/seed1/buf0.001/code/adapter": "train_stage",
         "results/data/boolq/train.parquet": "prepare_data",
-        "results/base/toy/model.safetensors": "build_base",
+        "results/base/toy": "build_base",
         "results/replay/seed0/bufn5/math.parquet": "replay_mix",
+        # Files without a manifest that a later step reads: their readers name the rule too.
+        "results/eval/toy/fp16/seed0/buf0/math/scores.json": "evaluate",
+        "results/eval/toy/fp16/base/predictions.parquet": "evaluate",
+        "results/train/toy/fp16/seed0/nlu/train.json": "train_first_stage",
+        "results/metrics/toy/fp16/seed0/buf0.json": "cell_metrics",
+        "results/tables/summary.csv": "aggregate",
     }
     for path, rule in cases.items():
-        assert producer(path)[0] == rule
-    assert producer("results/eval/toy/fp16/base/scores.json") is None and rebuild_command("data/mine.jsonl") is None
+        assert producer(path)[:2] == (rule, path)
+    assert producer("data/mine.jsonl") is None and rebuild_command("data/mine.jsonl") is None
 
 
 def test_one_line_errors_exits_with_the_line(adapter):
