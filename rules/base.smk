@@ -4,6 +4,7 @@ rule build_base:
         tokenizer_data=get_tokenizer_data,
     output:
         directory(PATHS["base"]),
+        manifest=grid.manifest(PATHS["base"]),
     log:
         grid.rule_log("build_base"),
     benchmark:

@@ -10,12 +10,12 @@ from quantreplay import grid
 from quantreplay.config import (
     check_config,
     check_config_files,
-    config_errors,
     load_schema,
     task_catalog_entry,
     task_splits,
 )
-from quantreplay.sandbox import SandboxUnavailable, boundary
+from quantreplay.errors import one_line_errors
+from quantreplay.sandbox import boundary
 from quantreplay.fingerprint import code_fingerprint
 
 # The default tier, unless --configfile names another: a tier's file is a whole configuration, and Snakemake would
@@ -30,7 +30,7 @@ WORKFLOW_PROFILE = Path(workflow.basedir) / "profiles" / "default" / "config.yam
 # every config file, and the workstation profile, is read once more, strictly, first. Snakemake's validate() prints
 # the whole schema with a traceback; check_config applies the same schema (read strictly too), fills its defaults,
 # adds the checks a schema cannot express, and names the bad key in one line.
-with config_errors():
+with one_line_errors():
     check_config_files(
         [*(workflow.overwrite_configfiles or [DEFAULT_CONFIG]), WORKFLOW_PROFILE]
     )
@@ -48,11 +48,9 @@ with config_errors():
 
 # Code is scored only in a sandbox (or with the boundary switched off by name): where none can be built, stop
 # before any job rather than after hours of training. The evaluate job checks again on the machine it runs on.
-if any(task_catalog_entry(n, t).family == "code" for n, t in config["tasks"].items()):
-    try:
+with one_line_errors():
+    if any(task_catalog_entry(n, t).family == "code" for n, t in config["tasks"].items()):
         boundary(config["evaluation"]["code_sandbox"])
-    except SandboxUnavailable as error:
-        sys.exit(f"Sandbox error: {error}")
 
 
 TASKS = config["tasks"]

@@ -2,6 +2,7 @@
 rule prepare_data:
     output:
         PATHS["data"],
+        manifest=grid.manifest(PATHS["data"]),
     log:
         grid.rule_log("prepare_data"),
     benchmark:

@@ -5,6 +5,7 @@ rule replay_mix:
         earlier=get_earlier_data,
     output:
         PATHS["replay"],
+        manifest=grid.manifest(PATHS["replay"]),
     log:
         grid.rule_log("replay_mix"),
     benchmark:

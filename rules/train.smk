@@ -6,6 +6,7 @@ rule train_first_stage:
     output:
         adapter=directory(grid.pattern("adapter", checkpoint="first")),
         report=grid.pattern("train_report", checkpoint="first"),
+        manifest=grid.manifest(grid.pattern("adapter", checkpoint="first")),
     log:
         grid.rule_log("train_first_stage"),
     benchmark:
@@ -35,6 +36,7 @@ rule train_stage:
     output:
         adapter=directory(grid.pattern("adapter", checkpoint="later")),
         report=grid.pattern("train_report", checkpoint="later"),
+        manifest=grid.manifest(grid.pattern("adapter", checkpoint="later")),
     log:
         grid.rule_log("train_stage"),
     benchmark:

@@ -5,12 +5,12 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
-from quantreplay.config import config_errors
+from quantreplay.errors import one_line_errors
 from quantreplay.grid import stage_setting_keys
 from quantreplay.train import run_stage
 
 # What only the data can tell (max_seq_len against the longest example) stops the job as a one-line config error.
-with config_errors():
+with one_line_errors():
     run_stage(
         base_dir=snakemake.input.base,
         train_files=list(snakemake.input.data),

@@ -417,3 +417,18 @@ def test_real_code_and_math_records_give_the_offline_rows(tmp_path):
     gsm = [{"question": d["question"], "answer": d["answer"]} for d in docs[:N_REAL]]
     for hub_row, doc in zip(load_json(tmp_path, "gsm8k", gsm).iter_rows(named=True), docs, strict=False):
         assert_same_text(hub_row, rows[f"gsm8k-{doc['id']}"])
+
+
+def test_an_unreadable_local_data_file_is_one_line_naming_it(tmp_path):
+    from quantreplay.io import CorruptInput
+    from quantreplay.manifest import error_line
+
+    data_files = write_jsonl(tmp_path / "broken.jsonl", RECORDS["boolq"])
+    with open(data_files, "a") as fh:
+        fh.write('{"question": "cut off\n')
+    with pytest.raises(CorruptInput) as caught:
+        load_hub_split(task="t", family="nlu", split="test", path="json", name=None, hf_split="train",
+                       format="boolq", data_files=data_files, seed=0, max_examples=None)  # fmt: skip
+    line = error_line(caught.value)
+    assert line.startswith(f"Corrupt input: {data_files} is unreadable (") and "\n" not in line
+    assert line.endswith("the pipeline does not build it: fix or replace it")

@@ -166,7 +166,7 @@ def test_hostile_completions_fail_as_an_unprivileged_user(where, tmp_path):
         package = shared / "quantreplay"
         (package / "judge").mkdir(parents=True)
         source = ROOT / "src" / "quantreplay"
-        for name in ("__init__.py", "sandbox.py", "judge/__init__.py", "judge/host.py"):
+        for name in ("__init__.py", "errors.py", "sandbox.py", "judge/__init__.py", "judge/host.py"):
             shutil.copy(source / name, package / name)
         # The victim belongs to nobody here: only the boundary, not file permissions, may protect it.
         os.chown(where["victim"], NOBODY, NOBODY)

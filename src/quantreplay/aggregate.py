@@ -10,15 +10,13 @@ cost.csv and jobs.csv: what each rule, precision and stage cost (quantreplay.cos
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import polars as pl
 
 from quantreplay.cost import cost_table, job_table
 from quantreplay.intervals import AnalysisSettings, interval_tables
-from quantreplay.io import write_csv, write_text
+from quantreplay.io import read_json, write_csv, write_text
 from quantreplay.metrics import metric_columns
 
 ACCURACY_COLUMNS = ("model", "precision", "buffer", "seed", "after_stage", "task", "family", "metric", "value", "n")
@@ -28,7 +26,7 @@ def accuracy_rows(cell: dict, score_files: Sequence[str]) -> list[dict]:
     """Rows of accuracy.csv for one cell from its scores.json files (base first, then stages in order)."""
     rows = []
     for after_stage, path in enumerate(score_files):
-        tasks = json.loads(Path(path).read_text())["tasks"]
+        tasks = read_json(path)["tasks"]
         for task, score in tasks.items():
             rows.append({**cell, "after_stage": after_stage, "task": task, "family": score["family"],
                          "metric": score["metric"], "value": score["value"], "n": score["n"]})  # fmt: skip
@@ -135,7 +133,7 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_f
     scores = per_cell(score_files, len(cells))
     rows = [r for cell, files in zip(cells, scores, strict=True) for r in accuracy_rows(cell, files)]
     accuracy = pl.DataFrame(rows).select(ACCURACY_COLUMNS)
-    summary = pl.DataFrame([summary_row(json.loads(Path(p).read_text())) for p in metric_files])
+    summary = pl.DataFrame([summary_row(read_json(p)) for p in metric_files])
     families = {r["task"]: r["family"] for r in rows}
     intervals, comparison = interval_tables(cells=cells, prediction_files=per_cell(prediction_files, len(cells)),
                                             families=families, stages=stages,

@@ -4,17 +4,15 @@
 a mapping). `check_config` applies the JSON schema (filling defaults, as Snakemake's `validate` does) and then
 checks what a schema cannot express: names that must come from a catalog, families that must match, values that
 must be unique, local files that must exist, buffers that must differ. Every problem is raised as a
-`ConfigError` whose message is one line naming the key and the bad value; `config_errors` prints it as
-`Config error: ...` and stops without a traceback, in the Snakefile and in the jobs that check what only the
-data can tell (`quantreplay.train.check_stage_fits`).
+`ConfigError` whose message is one line naming the key and the bad value; `quantreplay.errors.one_line_errors`
+prints it as `Config error: ...` and stops without a traceback, in the Snakefile and in the jobs that check what
+only the data can tell (`quantreplay.train.check_stage_fits`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,12 +22,9 @@ import yaml
 from quantreplay.bases import KINDS as MODEL_KINDS
 from quantreplay.data.rows import FAMILIES
 from quantreplay.data.sources import source_of
+from quantreplay.errors import ConfigError
 from quantreplay.quantize import PRECISIONS
 from quantreplay.settings import SettingError, parse
-
-
-class ConfigError(ValueError):
-    """A config value is wrong; the message is one line that names the key and the value."""
 
 
 def _with_defaults(validator_class):
@@ -45,15 +40,6 @@ def _with_defaults(validator_class):
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-@contextlib.contextmanager
-def config_errors() -> Iterator[None]:
-    """Turn a ConfigError raised inside into the one line `Config error: ...` on stderr and exit status 1."""
-    try:
-        yield
-    except ConfigError as error:
-        sys.exit(f"Config error: {error}")
 
 
 def _key(path) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from quantreplay.io import read_csv
+
 # Snakemake's benchmark columns: `s` (wall seconds), `cpu_time` (user + system seconds), `max_rss` (MB).
 BENCHMARK_COLUMNS = {"s": "wall_seconds", "cpu_time": "cpu_seconds", "max_rss": "max_rss_mb"}
 COST_KEYS = ("rule", "precision", "stage")
@@ -25,7 +27,7 @@ def job_table(jobs: Sequence[dict], benchmark_files: Sequence[str]) -> pl.DataFr
     rows = []
     for job, path in zip(jobs, benchmark_files, strict=True):
         # A job benchmarked with --benchmark-repeats has several lines; its cost is the first run's.
-        record = pl.read_csv(path, separator="\t", infer_schema_length=0).row(0, named=True)
+        record = read_csv(path, separator="\t", infer_schema_length=0).row(0, named=True)
         rows.append({
             "rule": job["rule"],
             "precision": job["wildcards"].get("precision"),

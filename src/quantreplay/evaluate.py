@@ -289,12 +289,12 @@ def evaluate_checkpoint(
     """
     import time
 
-    from quantreplay.io import write_json, write_parquet
+    from quantreplay.io import read_parquet, write_json, write_parquet
     from quantreplay.quantize import compute_dtype, cpu_capability
 
     started = time.perf_counter()
     frames = [
-        subsample(pl.read_parquet(path), max_examples=settings.max_examples, seed=settings.seed) for path in test_files
+        subsample(read_parquet(path), max_examples=settings.max_examples, seed=settings.seed) for path in test_files
     ]
     # Before the model loads: where code cannot be scored safely, say so in one line and stop.
     code = any(frame["family"][0] == "code" for frame in frames)
@@ -346,12 +346,15 @@ def run_evaluation(
     threads: int,
     log=print,
 ) -> dict:
-    """The evaluate step: typed settings from the job's params, then `evaluate_checkpoint`."""
-    from quantreplay.bases import resolve_base
+    """The evaluate step: the inputs checked against their manifests, typed settings from the job's params, then
+    `evaluate_checkpoint`."""
+    from quantreplay.bases import checked_base
+    from quantreplay.manifest import check_inputs
     from quantreplay.quantize import QuantConfig
 
+    check_inputs(adapter, test_files)
     return evaluate_checkpoint(
-        base=resolve_base(base_dir),
+        base=checked_base(base_dir),
         precision=cell["precision"],
         adapter=adapter,
         test_files=test_files,

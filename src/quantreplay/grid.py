@@ -41,7 +41,25 @@ PATHS = {
     "figures_log": "logs/plots.log",
     "r_matrix": "results/plots/r_matrix/{model}/{precision}/seed{seed}/buf{buffer}.{ext}",
     "r_matrix_log": "logs/plots/r_matrix/{model}/{precision}/seed{seed}/buf{buffer}.log",
+    # Beside every artifact of MANIFESTED (a file or a folder): the sha256 of each of its files.
+    "manifest": "{artifact}.manifest.json",
 }
+
+# What each rule writes that another step reads (keys of PATHS, with the checkpoint's shape where the pattern has
+# one; None: any shape): a step that finds one of them corrupt names the rule that rebuilds it.
+RULE_OUTPUTS = {
+    "prepare_data": [("data", None)],
+    "build_base": [("base", None)],
+    "replay_mix": [("replay", None)],
+    "train_first_stage": [("adapter", "first"), ("train_report", "first")],
+    "train_stage": [("adapter", "later"), ("train_report", "later")],
+    "evaluate": [("predictions", None), ("scores", None)],
+    "cell_metrics": [("metrics", None)],
+    "aggregate": [("table", None)],
+}
+# The model and data artifacts among them, which prove they are whole with a manifest beside them
+# (quantreplay.manifest); the rest are small JSON and CSV files whose readers name a broken one.
+MANIFESTED = ("data", "base", "replay", "adapter")
 
 # The aggregate step's tables (file names under results/tables/).
 TABLES = (
@@ -93,6 +111,33 @@ def rule_log(rule: str) -> str:
 def rule_benchmark(rule: str) -> str:
     """The benchmark-file pattern of `rule`: its log's, under benchmarks/ as TSV."""
     return "benchmarks/" + rule_log(rule).removeprefix("logs/").removesuffix(".log") + ".tsv"
+
+
+def manifest(artifact_pattern: str) -> str:
+    """The manifest pattern (or path) of an artifact's pattern (or path)."""
+    return PATHS["manifest"].replace("{artifact}", artifact_pattern)
+
+
+def _output_regex(key: str, checkpoint: str | None) -> re.Pattern:
+    """A path of PATHS[key] (or of a file inside it), under any folder (an absolute path, --directory)."""
+    shapes = [CHECKPOINTS[checkpoint]] if checkpoint else list(CHECKPOINTS.values())
+    alternatives = []
+    for shape in shapes:
+        escaped = re.escape(PATHS[key].replace("{checkpoint}", shape))
+        alternatives.append(re.sub(r"\\\{\w+\\\}", "[^/]+", escaped))
+    return re.compile(r"(.*/)?(" + "|".join(alternatives) + r")(/.+)?")
+
+
+def producer(path) -> tuple[str, str, str] | None:
+    """(rule, artifact, key of PATHS) for a path of RULE_OUTPUTS or of a file inside one: the rule that writes it
+    and the artifact's path as given (the folder, for a file inside one). None for any other path."""
+    text = str(path).rstrip("/")
+    for rule, outputs in RULE_OUTPUTS.items():
+        for key, checkpoint in outputs:
+            found = _output_regex(key, checkpoint).fullmatch(text)
+            if found:
+                return rule, (found.group(1) or "") + found.group(2), key
+    return None
 
 
 def path(key: str, **wildcards) -> str:

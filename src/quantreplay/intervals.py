@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from quantreplay.io import read_parquet
 from quantreplay.metrics import cl_metrics, metric_columns
 from quantreplay.settings import Settings, fraction, non_negative, setting
 
@@ -49,7 +50,7 @@ class AnalysisSettings(Settings):
 def read_example_scores(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """task -> (ids, per-example score) of one predictions.parquet, sorted by id (cached: the base and stage-1
     files serve many cells)."""
-    frame = pl.read_parquet(path, columns=["task", "id", "correct"]).sort("task", "id")
+    frame = read_parquet(path, columns=["task", "id", "correct"]).sort("task", "id")
     out = {}
     for (task,), rows in frame.group_by("task", maintain_order=True):
         out[task] = (rows["id"].to_numpy(), rows["correct"].cast(pl.Float64).to_numpy())

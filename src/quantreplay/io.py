@@ -4,7 +4,8 @@ Snakemake decides what to re-run from which outputs exist, so a half-written fil
 than none. Every writer here assembles its output under a hidden temporary name beside the target (same folder,
 so the final `os.replace` is a rename on one file system, which POSIX makes atomic) and moves it into place only
 when complete; on an exception the temporary is removed and the target is left as it was. Also here: the
-content hashes and package versions that the run reports record.
+content hashes and package versions that the run reports record, and the readers that turn an unreadable input
+into one `CorruptInput` naming the file (quantreplay.manifest checks inputs against what their producer wrote).
 """
 
 from __future__ import annotations
@@ -18,12 +19,96 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from quantreplay.errors import OneLineError
+
 if TYPE_CHECKING:
     # Annotation only: the writers call methods of the frame, so this module itself needs no polars.
     import polars as pl
 
 # Reads of this size (1 MiB) are large enough to be I/O-bound and small enough to keep memory flat.
 HASH_CHUNK_BYTES = 1 << 20
+# A reader's own error text is cut to this many characters: the line names the file and the cause, not a dump.
+REASON_CHARS = 160
+
+
+class CorruptInput(OneLineError, ValueError):
+    """An input is missing, unreadable or not what its producer wrote. The message is one line: the file, then
+    what is wrong with it. `artifact` is what the pipeline builds as a whole (the folder a file lies in, or the
+    file itself), the thing to rebuild; the scripts print `line()` and stop (quantreplay.errors.one_line_errors).
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str, *, artifact: str | os.PathLike | None = None):
+        self.path = str(path)
+        self.problem = problem
+        self.artifact = str(path if artifact is None else artifact)
+        super().__init__(f"{self.path} {problem}")
+
+    def line(self) -> str:
+        # The rebuild command comes from the DAG's path table, which only manifest (and grid) know.
+        from quantreplay.manifest import error_line
+
+        return error_line(self)
+
+
+def _reason(error: BaseException) -> str:
+    """A reader's error as a short single line (polars and pyarrow errors span several lines)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
+def unreadable(path: str | os.PathLike, error: BaseException, *, artifact=None) -> CorruptInput:
+    """The CorruptInput for a file that a reader failed on."""
+    if isinstance(error, FileNotFoundError):
+        return CorruptInput(path, "is missing", artifact=artifact)
+    return CorruptInput(path, f"is unreadable ({type(error).__name__}: {_reason(error)})", artifact=artifact)
+
+
+def read_parquet(path: str | os.PathLike, **kwargs) -> pl.DataFrame:
+    """`polars.read_parquet(path, **kwargs)`; CorruptInput naming the file if it is missing or unreadable."""
+    import polars as pl
+
+    try:
+        return pl.read_parquet(path, **kwargs)
+    except Exception as error:  # polars raises several types (ComputeError, OSError, ColumnNotFoundError, ...)
+        raise unreadable(path, error) from None
+
+
+def read_csv(path: str | os.PathLike, **kwargs) -> pl.DataFrame:
+    """`polars.read_csv(path, **kwargs)`; CorruptInput naming the file if it is missing or unreadable."""
+    import polars as pl
+
+    try:
+        return pl.read_csv(path, **kwargs)
+    except Exception as error:
+        raise unreadable(path, error) from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON document at `path` (UTF-8); CorruptInput naming the file if it is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise unreadable(path, error) from None
+
+
+def check_readable(path: str | os.PathLike, *, artifact=None) -> None:
+    """Cheap structural check of one file by its suffix, reading headers only: a safetensors header that covers
+    the file, a parquet footer, a JSON document. CorruptInput naming the file if it fails; other suffixes pass."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "np"):
+                pass
+        elif path.suffix == ".parquet":
+            import polars as pl
+
+            pl.read_parquet_schema(path)
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+    except Exception as error:
+        raise unreadable(path, error, artifact=artifact) from None
 
 
 def _partial(path: Path) -> Path:

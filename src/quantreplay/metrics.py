@@ -102,12 +102,9 @@ def write_cell_metrics(*, score_files: Sequence[str], stages: Sequence[str], out
     Holds the family R matrix, the per-task R (task -> list over stages 0..T) and `cl_metrics` of the family
     matrix; the README says how to read each.
     """
-    import json
-    from pathlib import Path
+    from quantreplay.io import read_json, write_json
 
-    from quantreplay.io import write_json
-
-    reports = [json.loads(Path(p).read_text()) for p in score_files]
+    reports = [read_json(p) for p in score_files]
     if len(reports) != len(stages) + 1:
         raise ValueError(f"{len(stages)} stages need {len(stages) + 1} score files, got {len(reports)}")
     scores = [{t: s["value"] for t, s in r["tasks"].items()} for r in reports]
@@ -127,12 +124,11 @@ def write_cell_metrics(*, score_files: Sequence[str], stages: Sequence[str], out
 
 def forgetting_table(metric_files: Sequence[str]) -> list[dict]:
     """One row per cell file: the first stage's family score right after it, after the last stage, the drop."""
-    import json
-    from pathlib import Path
+    from quantreplay.io import read_json
 
     rows = []
     for path in metric_files:
-        m = json.loads(Path(path).read_text())
+        m = read_json(path)
         first, last = m["R"][1][0], m["R"][-1][0]
         rows.append(
             {

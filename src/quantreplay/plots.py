@@ -5,9 +5,7 @@ Each function takes frames and an output stem, and writes `<stem>.png` and `<ste
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -18,7 +16,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from quantreplay.io import atomic_file  # noqa: E402
+from quantreplay.io import atomic_file, read_csv, read_json  # noqa: E402
 
 # Dots per inch of the PNGs: sharp in the HTML report without megabyte files.
 DPI = 150
@@ -171,7 +169,7 @@ def training_loss(train_reports: Sequence[str], *, stem: str) -> None:
     """Loss curves of every first stage (one line per precision and seed): how each precision learns."""
     rows = []
     for path in train_reports:
-        report = json.loads(Path(path).read_text())
+        report = read_json(path)
         cell = report["cell"]
         rows += [{"precision": cell["precision"], "seed": cell["seed"], "step": s, "loss": loss}
                  for s, loss in report["loss_curve"]]  # fmt: skip
@@ -191,7 +189,7 @@ def cost_by_precision(train_reports: Sequence[str], *, stem: str) -> None:
     """Median step time and the base's weight memory per precision, from every training report."""
     rows, machines = [], set()
     for path in train_reports:
-        report = json.loads(Path(path).read_text())
+        report = read_json(path)
         rows.append({"precision": f"{report['cell']['precision']}\n({report['compute_dtype']})",
                      "step time (ms)": report["median_step_ms"],
                      "base weights (MiB)": report["base_weight_bytes"] / 2**20})  # fmt: skip
@@ -231,9 +229,9 @@ def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, cos
     """Draw the figures named in `stems` (figure name -> output stem; `quantreplay.grid.plot_names` says which
     figures a config has) from the aggregated tables and the training reports; returns the stems written."""
     strings = {"buffer": pl.String, "seed": pl.String, "precision": pl.String, "stage": pl.String}
-    summary = pl.read_csv(summary_csv, schema_overrides=strings)
-    intervals = pl.read_csv(intervals_csv, schema_overrides=strings)
-    comparison = pl.read_csv(comparison_csv, schema_overrides=strings)
+    summary = read_csv(summary_csv, schema_overrides=strings)
+    intervals = read_csv(intervals_csv, schema_overrides=strings)
+    comparison = read_csv(comparison_csv, schema_overrides=strings)
     first, last = stages[0], stages[-1]
     retained = f"retention_{first}_after_{last}"
     compared = [(f"forward_{last}", f"forward accuracy of the last stage ({last})")]
@@ -250,7 +248,7 @@ def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, cos
         "forward_by_stage": lambda stem: forward_by_stage(summary, stages, stem=stem),
         "training_loss": lambda stem: training_loss(first_stage_reports, stem=stem),
         "cost_by_precision": lambda stem: cost_by_precision(train_reports, stem=stem),
-        "cost_by_rule": lambda stem: cost_by_rule(pl.read_csv(cost_csv, schema_overrides=strings), stem=stem),
+        "cost_by_rule": lambda stem: cost_by_rule(read_csv(cost_csv, schema_overrides=strings), stem=stem),
     }  # fmt: skip
     for name, stem in stems.items():
         figures[name](stem)

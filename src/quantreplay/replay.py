@@ -110,14 +110,18 @@ def write_mix(
     output: str,
     log: Callable[[str], None] = print,
 ) -> pl.DataFrame:
-    """Read the stage's and the earlier stages' training parquets, mix them, write `output` atomically."""
-    from quantreplay.io import write_parquet
+    """Check and read the stage's and the earlier stages' training parquets, mix them, write `output` atomically,
+    then its manifest."""
+    from quantreplay.io import read_parquet, write_parquet
+    from quantreplay.manifest import check_inputs, write_manifest
 
     buf = Buffer.parse(buffer)
+    check_inputs(new, earlier)
     mixed = mix_stage(
-        new=[pl.read_parquet(p) for p in new], earlier=[pl.read_parquet(p) for p in earlier], buffer=buf, seed=seed
+        new=[read_parquet(p) for p in new], earlier=[read_parquet(p) for p in earlier], buffer=buf, seed=seed
     )
     write_parquet(mixed, output)
+    write_manifest(output)
     counts = mixed.group_by("task", "replay").len().sort("task")
     for task, replay, n in counts.iter_rows():
         log(f"{task}: {n} {'replayed' if replay else 'new'}")

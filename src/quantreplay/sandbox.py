@@ -38,6 +38,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantreplay.errors import OneLineError
+
 # The config's choices for evaluation.code_sandbox.
 SANDBOXES = ("bubblewrap", "unsafe-none")
 NOBODY = 65534
@@ -46,9 +48,11 @@ TMP_BYTES = 64 << 20
 HOST_SOURCE = Path(__file__).with_name("judge") / "host.py"
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(OneLineError, RuntimeError):
     """No sandbox of the asked kind can be built on this machine; the message is one line that says how to
     allow it."""
+
+    prefix = "Sandbox error"
 
 
 @dataclass(frozen=True)

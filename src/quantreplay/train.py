@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 import polars as pl
 
 from quantreplay import lm
-from quantreplay.io import package_versions, sha256_files, staging_dir, write_json
+from quantreplay.io import package_versions, read_parquet, sha256_files, staging_dir, write_json
+from quantreplay.manifest import check_inputs, write_manifest
 from quantreplay.quantize import (
     QuantConfig,
     compute_dtype,
@@ -134,7 +135,7 @@ def check_stage_fits(
     max_seq_len: 8). Raises ConfigError naming the key, its value and the longest example (task and file); also
     when `warmup_steps` exceeds the steps that `epochs` make of these examples.
     """
-    from quantreplay.config import ConfigError
+    from quantreplay.errors import ConfigError
 
     cap = stage.max_seq_len
     lengths = [bos + len(p) + len(t) for p, t in pairs]
@@ -192,7 +193,7 @@ def collate(examples: Sequence[Example], *, pad_id: int):
 def read_training_rows(paths: Sequence[str]) -> pl.DataFrame:
     """Concatenate the training parquets of a stage (each a task split or a replay mix); `file` says which."""
     frames = [
-        pl.read_parquet(p, columns=["id", "task", "prompt", "target"]).with_columns(file=pl.lit(str(p))) for p in paths
+        read_parquet(p, columns=["id", "task", "prompt", "target"]).with_columns(file=pl.lit(str(p))) for p in paths
     ]
     return pl.concat(frames, how="vertical")
 
@@ -260,7 +261,7 @@ def train_stage(
     `base` is what `from_pretrained` takes (see quantreplay.bases.resolve_base); `train_files` are the stage's
     parquets; `previous_adapter` is the previous stage's adapter folder, None for stage 1. `cell` (model,
     precision, seed, buffer, stage) is copied into the report. The adapter folder is written under a temporary
-    name and renamed when complete.
+    name and renamed when complete; its manifest (quantreplay.manifest) is written once it is in place.
     """
     import torch
     from tqdm import tqdm
@@ -342,6 +343,7 @@ def train_stage(
     train_seconds = sum(step_seconds)
     with staging_dir(adapter_out) as tmp:
         model.save_pretrained(tmp)
+    write_manifest(adapter_out)
     steady = sorted(step_seconds[1:] or step_seconds)
     report = {
         "cell": cell,
@@ -397,13 +399,15 @@ def run_stage(
     setting_keys: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> StageResult:
-    """The train_stage step: build the typed settings from the job's params and train the stage.
+    """The train_stage step: check the inputs against their manifests, build the typed settings from the job's
+    params and train the stage.
 
     `setting_keys`: the config key each stage setting comes from (`quantreplay.grid.stage_setting_keys`)."""
-    from quantreplay.bases import resolve_base
+    from quantreplay.bases import checked_base
 
+    check_inputs(train_files, previous_adapter)
     return train_stage(
-        base=resolve_base(base_dir),
+        base=checked_base(base_dir),
         precision=cell["precision"],
         train_files=train_files,
         previous_adapter=previous_adapter,

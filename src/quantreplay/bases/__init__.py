@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from quantreplay.io import write_json
+from quantreplay.io import CorruptInput, unreadable, write_json
 
 BASE_JSON = "base.json"
 KINDS = ("toy", "gguf", "hub")
@@ -35,18 +35,21 @@ def write_record(path: str | os.PathLike, obj: dict) -> None:
 
 
 def read_base(model_dir: str | os.PathLike) -> dict:
-    """Read and validate `model_dir/base.json`; `ValueError` naming the file if it is missing or invalid."""
+    """Read and validate `model_dir/base.json`; `CorruptInput` (a ValueError) naming the file if it is missing or
+    invalid."""
     path = Path(model_dir) / BASE_JSON
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{path}: missing; is {model_dir} a base-model folder made by build_base?") from None
+        raise CorruptInput(path, f"is missing; is {model_dir} a base-model folder made by build_base?") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable ({err})") from None
+        raise unreadable(path, err, artifact=model_dir) from None
     if not isinstance(info, dict) or info.get("kind") not in KINDS or "source" not in info:
-        raise ValueError(f"{path}: expected {{'kind': one of {list(KINDS)}, 'source': ...}}, got {info!r}")
+        raise CorruptInput(path, f"is not a base record: expected {{'kind': one of {list(KINDS)}, 'source': ...}}, "
+                           f"got {info!r}", artifact=model_dir)  # fmt: skip
     if info["kind"] == "hub" and (not isinstance(info["source"], str) or not info["source"].strip()):
-        raise ValueError(f"{path}: kind 'hub' needs a non-empty string source, got {info['source']!r}")
+        raise CorruptInput(path, f"is not a base record: kind 'hub' needs a non-empty string source, got "
+                           f"{info['source']!r}", artifact=model_dir)  # fmt: skip
     return info
 
 
@@ -58,3 +61,15 @@ def resolve_base(model_dir: str | os.PathLike) -> str:
     if info["kind"] == "hub":
         return info["source"]
     return str(model_dir)
+
+
+def checked_base(model_dir: str | os.PathLike) -> str:
+    """`resolve_base` of a base folder that is first checked against its manifest (quantreplay.manifest); a local
+    checkpoint that a hub base names is checked for readable headers. `CorruptInput` naming the file if not."""
+    from quantreplay.manifest import check_artifact
+
+    check_artifact(model_dir)
+    source = resolve_base(model_dir)
+    if source != str(model_dir) and Path(source).is_dir():
+        check_artifact(source, required=False)
+    return source

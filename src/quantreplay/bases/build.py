@@ -14,8 +14,17 @@ def build_base(
 
     toy: pretrain a small Llama on the synthetic world's narrative corpus, with a tokenizer trained on that
     corpus and on the task rows in `tokenizer_data`. gguf: convert SmolLM2-135M. hub: record the source.
-    Returns the build's report.
+    The folder's manifest is written last. Returns the build's report.
     """
+    from quantreplay.manifest import check_inputs, write_manifest
+
+    check_inputs(tokenizer_data)
+    report = _build(output=output, spec=spec, tokenizer_data=tokenizer_data, threads=threads, log=log)
+    write_manifest(output)
+    return report
+
+
+def _build(*, output: str, spec: dict, tokenizer_data: Sequence[str], threads: int, log: Callable[[str], None]):
     kind = spec["kind"]
     if kind == "toy":
         from quantreplay.bases.toy import build_toy_base, tokenizer_texts, toy_spec

@@ -16,10 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-import polars as pl
-
 from quantreplay.bases import BASE_JSON, write_record
-from quantreplay.io import package_versions, sha256_texts, staging_dir
+from quantreplay.io import package_versions, read_parquet, sha256_texts, staging_dir
 from quantreplay.schedule import lr_at
 from quantreplay.settings import SettingError, Settings, non_negative, parse, positive, setting
 
@@ -106,7 +104,7 @@ def tokenizer_texts(paths: Sequence[str]) -> list[str]:
     """Prompt and target of every row in the given task parquets, the text a toy tokenizer must cover."""
     texts: list[str] = []
     for path in paths:
-        frame = pl.read_parquet(path, columns=["prompt", "target"])
+        frame = read_parquet(path, columns=["prompt", "target"])
         texts += [p + t for p, t in zip(frame["prompt"], frame["target"], strict=True)]
     return texts
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
 from quantreplay.data import formats
 from quantreplay.data.rows import to_frame
+from quantreplay.io import unreadable
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def load_hub_split(
     share an id even when both come from the same source.
 
     Raises ValueError (one line, naming the dataset and format) for an unknown format, a format of another
-    family, or a record that lacks a field the format needs.
+    family, or a record that lacks a field the format needs; `quantreplay.io.CorruptInput` naming the files when
+    local `data_files` cannot be read.
     """
     where = f"hub task {task!r} ({split}): dataset {path!r}" + (f" ({name})" if name else "")
     if format not in HUB_FORMATS:
@@ -81,7 +84,14 @@ def load_hub_split(
         raise ValueError(f"{where}: max_examples must be positive, got {max_examples!r}")
     import datasets
 
-    records = datasets.load_dataset(path, name, split=hf_split, data_files=data_files).to_list()
+    local = [data_files] if isinstance(data_files, str) else list(data_files or [])
+    try:
+        records = datasets.load_dataset(path, name, split=hf_split, data_files=data_files).to_list()
+    except Exception as error:
+        if not local or not all(Path(f).is_file() for f in local):
+            raise
+        # The reader's own error (a JSON or parquet decode error) is the cause of datasets' generic one.
+        raise unreadable(", ".join(local), error.__cause__ or error) from None
     rows = []
     for index, record in enumerate(records):
         try:

@@ -24,6 +24,7 @@ import polars as pl
 
 from quantreplay.data.rows import SPLITS, to_frame
 from quantreplay.io import write_parquet
+from quantreplay.manifest import write_manifest
 
 
 class CatalogueEntry(NamedTuple):
@@ -280,9 +281,10 @@ def load_split(*, task: str, split: str, params: dict) -> pl.DataFrame:
 
 
 def prepare_split(*, task: str, split: str, params: dict, output: str | Path) -> pl.DataFrame:
-    """Make the rows of one split and write them to `output` (atomically); returns the frame."""
+    """Make the rows of one split and write them to `output` (atomically), then its manifest; returns the frame."""
     frame = load_split(task=task, split=split, params=params)
     if frame.height == 0:
         raise ValueError(f"{task}/{split}: no rows")
     write_parquet(frame, output)
+    write_manifest(output)
     return frame
