@@ -295,23 +295,6 @@ def test_unsafe_none_has_no_boundary_but_the_same_judge(where):
     _check_verdicts(cases, [{"passed": v.passed} for v in verdicts])
 
 
-@pytest.mark.parametrize("task", ["humaneval", "mbpp"])
-def test_every_reference_solution_passes(task):
-    from quantreplay.data.offline import load_offline_split
-
-    splits = ("test",) if task == "humaneval" else ("train", "test")
-    rows = [
-        r for s in splits for r in load_offline_split(task, s, seed=0, test_fraction=0.5, max_examples=None).to_dicts()
-    ]
-    programs = [Program.of(r["target"], r["code_prefix"], r["tests"], r["entry_point"]) for r in rows]
-    verdicts = judge_programs(programs, Limits(), boundary())
-    assert len(rows) == {"humaneval": 164, "mbpp": 500}[task]
-    assert [(r["id"], v.reason) for r, v in zip(rows, verdicts, strict=True) if not v.passed] == []
-    # And the tests catch a function that returns nothing.
-    broken = [Program.of("    return None\n", r["code_prefix"], r["tests"], r["entry_point"]) for r in rows[:30]]
-    assert sum(not v.passed for v in judge_programs(broken, FAST, boundary())) >= 28
-
-
 def test_the_judge_command_scores_a_samples_file(tmp_path):
     from quantreplay.data.offline import load_offline_split
 
