@@ -33,6 +33,11 @@ def _delete(path: str):
 
 
 # (what is wrong, how to break the default config, what the one line must say)
+def _hub_test(test: dict):
+    """A config edit that adds a hub math task `h` with this test split."""
+    return lambda c: c["tasks"].update(h={"source": "hub", "family": "math", "test": test})
+
+
 BAD_CONFIGS = [
     ("unknown precision", _set("precisions", ["fp16", "int4"]), "precisions[1]: 'int4' is not a precision"),
     ("duplicate precision", _set("precisions", ["nf4", "nf4"]), "precisions[1]: 'nf4' is listed twice"),
@@ -147,24 +152,12 @@ BAD_CONFIGS = [
     ),
     (
         "hub task's missing local file",
-        lambda c: c["tasks"].update(
-            h={
-                "source": "hub",
-                "family": "math",
-                "test": {"path": "json", "data_files": ["gone.jsonl"], "format": "gsm8k"},
-            }  # fmt: skip
-        ),
+        _hub_test({"path": "json", "data_files": ["gone.jsonl"], "format": "gsm8k"}),
         "tasks.h.test.data_files[0]: 'gone.jsonl' does not exist in ",
     ),
     (
         "hub task's glob matching nothing",
-        lambda c: c["tasks"].update(
-            h={
-                "source": "hub",
-                "family": "math",
-                "test": {"path": "parquet", "data_files": "/nowhere/*.parquet", "format": "gsm8k"},
-            }  # fmt: skip
-        ),
+        _hub_test({"path": "parquet", "data_files": "/nowhere/*.parquet", "format": "gsm8k"}),
         "tasks.h.test.data_files: '/nowhere/*.parquet' matches no file",
     ),
     (
