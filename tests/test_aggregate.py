@@ -40,7 +40,13 @@ def _cell(tmp_path, precision: str, buffer: str, after: list[tuple[float, float,
 def _aggregate(tmp_path, built, reference="fp16"):
     out = {k: str(tmp_path / "tables" / f) for k, f in (("accuracy", "accuracy.csv"), ("summary", "summary.csv"),
            ("intervals", "intervals.csv"), ("comparison", "comparison.csv"), ("table", "table.md"),
-           ("table_html", "table.html"), ("cost", "cost.csv"), ("jobs", "jobs.csv"))}  # fmt: skip
+           ("table_html", "table.html"), ("cost", "cost.csv"), ("jobs", "jobs.csv"), ("findings", "findings.csv"),
+           ("findings_md", "findings.md"), ("findings_html", "findings.html"))}  # fmt: skip
+    # A base folder as build_base leaves it: the findings name the model and its size.
+    base = tmp_path / "base" / "toy"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "base.json").write_text(json.dumps({"kind": "toy", "source": None}))
+    (base / "pretrain.json").write_text(json.dumps({"parameters": 1_600_000}))
     # One job's Snakemake benchmark file: the cost tables come from files of this format.
     benchmark = tmp_path / "job.tsv"
     benchmark.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -49,7 +55,8 @@ def _aggregate(tmp_path, built, reference="fp16"):
     scores = [f for b in built for f in b[1]]
     predictions = [f.replace("scores.json", "predictions.parquet") for f in scores]
     summary = aggregate(cells=[b[0] for b in built], score_files=scores, prediction_files=predictions,
-                        metric_files=[b[2] for b in built], jobs=jobs, benchmark_files=[str(benchmark)], stages=STAGES,
+                        metric_files=[b[2] for b in built], jobs=jobs, benchmark_files=[str(benchmark)],
+                        base_dirs=[str(base)], stages=STAGES,
                         settings=replace(SETTINGS, reference_precision=reference), out=out)  # fmt: skip
     return summary, out
 
@@ -101,6 +108,20 @@ def test_tables(tmp_path):
     assert "| toy | nf4 | 0 | -5.0 [" in "\n".join(table) and "Difference from fp16" in "\n".join(table)
     html = (tmp_path / "tables" / "table.html").read_text()
     assert html.count("<table>") == 2 and "80.0 [" in html
+
+    # Every comparison says what it could detect; one seed cannot say how many seeds would detect 3 points.
+    assert comparison["detectable"].is_not_null().all() and comparison["seeds_for_3_points"].is_null().all()
+    # The findings: five claims about the model measured here; this grid holds no int8, no 0.1 % and no 20 % buffer.
+    findings = pl.read_csv(out["findings"])
+    assert findings["claim"].to_list() == ["C1", "C2", "C3", "C4", "C5"]
+    assert set(findings["model"]) == {"toy (1.6M parameters)"}
+    # fp16 learned nlu to 80 %, nf4 to 75 %, on the same 80 examples: fp16 is best, as the paper says.
+    assert findings["verdict"][0] == "supported" and findings["estimate"][0] == pytest.approx(0.05)
+    assert findings["verdict"][2:].to_list() == ["not testable: the grid has no 0.1 % buffer",
+                                                 "not testable: the grid has no int8",
+                                                 "not testable: the grid has no 20 % buffer"]  # fmt: skip
+    md = (tmp_path / "tables" / "findings.md").read_text()
+    assert md.startswith("# Verdicts on the paper's headline claims\n") and "Power of each paired comparison" in md
 
 
 def test_without_a_reference_there_is_no_comparison(tmp_path):
