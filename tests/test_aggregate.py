@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from quantreplay.aggregate import ACCURACY_COLUMNS, aggregate, per_cell
+from quantreplay.findings import FINDINGS_COLUMNS, VERDICTS
 from quantreplay.intervals import AnalysisSettings
 from quantreplay.metrics import write_cell_metrics
 
@@ -135,3 +136,30 @@ def test_checkpoint_files_are_cut_back_into_cells():
     assert per_cell(["a0", "a1", "b0", "b1"], 2) == [["a0", "a1"], ["b0", "b1"]]
     with pytest.raises(ValueError, match="5 checkpoint files do not split evenly into 2 cells"):
         per_cell(["a"] * 5, 2)
+
+
+@pytest.mark.slow
+def test_the_micro_grid_ends_with_its_findings(micro_grid):
+    """The real aggregate step of the micro grid (every precision, buffers 0 and 10 %, two stages) writes the
+    verdicts: the claims it can test get one of the three verdicts, the others say what the grid lacks."""
+    workdir, _ = micro_grid
+    tables = workdir / "results" / "tables"
+    findings = pl.read_csv(tables / "findings.csv")
+    assert tuple(findings.columns) == FINDINGS_COLUMNS
+    assert findings["claim"].to_list() == ["C1", "C2", "C3", "C4", "C5"]
+    model = findings["model"][0]
+    assert model.startswith("toy (") and model.endswith("k parameters)"), model
+    verdicts = findings["verdict"].to_list()
+    assert verdicts[2] == "not testable: the grid has no 0.1 % buffer"
+    assert verdicts[4] == "not testable: the grid has no 20 % buffer"
+    assert all(verdicts[i] in VERDICTS for i in (0, 1, 3)), verdicts
+    assert findings.filter(pl.col("claim").is_in(["C1", "C2", "C4"]))["detectable"].is_not_null().all()
+    md = (tables / "findings.md").read_text()
+    assert md.startswith("# Verdicts on the paper's headline claims")
+    assert "Power of each paired comparison with fp32" in md
+    # Power: four precisions against fp32 at two buffers, in the findings and in every comparison row.
+    assert sum(line.startswith(("| bf16 - fp32", "| fp16 - fp32", "| int8 - fp32", "| nf4 - fp32"))
+               for line in md.splitlines()) == 4 * 2  # fmt: skip
+    comparison = pl.read_csv(tables / "comparison.csv")
+    assert {"detectable", "seeds_for_3_points"} <= set(comparison.columns)
+    assert "findings.html" in {p.name for p in tables.iterdir()}

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import polars as pl
 
-from quantreplay.bases import describe_base
 from quantreplay.cost import cost_table, job_table
-from quantreplay.findings import Section, findings_sections, findings_table
+from quantreplay.findings import Section, describe_base, findings_sections, findings_table
 from quantreplay.intervals import AnalysisSettings, cell_groups, interval_tables, with_power
 from quantreplay.io import read_json, write_csv, write_text
 from quantreplay.metrics import metric_columns

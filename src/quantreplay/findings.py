@@ -21,11 +21,15 @@ what is missing.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import polars as pl
 
+from quantreplay.bases import read_base
 from quantreplay.intervals import AnalysisSettings, detectable_difference, paired_difference
+from quantreplay.io import read_json
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved at this power"
 VERDICTS = (SUPPORTED, CONTRADICTED, UNRESOLVED)
@@ -45,12 +49,34 @@ PAPER = {
     "C4": "INT8 has the best balance of learning new tasks and retaining old ones",
     "C5": "quantized bases need less replay than FP16 for the same retention",
 }
-RULE_C14 = "supported: every interval above 0; contradicted: some interval below 0; else not resolved"
+RULE_C14 = (
+    "supported: every paired difference's interval lies entirely above 0; contradicted: some difference's "
+    "interval lies entirely below 0; otherwise not resolved at this power"
+)
 RULE_C5 = (
     "needed buffer = smallest buffer whose first-family retention after the last stage is within 2 points of the "
     "20 % buffer's (paired difference; range: interval's high end >= -2 .. low end >= -2); supported: every "
     "quantized range below fp16's; contradicted: some quantized range above fp16's; else not resolved"
 )
+
+# The build records beside base.json that count a base's parameters (bases.toy's pretrain.json, bases.gguf's
+# convert.json). Kept here, not in quantreplay.bases, whose code every training and evaluation job hashes.
+PARAMETER_RECORDS = ("pretrain.json", "convert.json")
+
+
+def describe_base(model: str, model_dir: str | os.PathLike) -> str:
+    """The model a run measured, in words: its config name, the Hub id or path of a hub base, and its parameter
+    count where the folder's build record holds it (e.g. 'toy (1.6M parameters)')."""
+    info = read_base(model_dir)
+    parts = [info["source"]] if info["kind"] == "hub" else []
+    for name in PARAMETER_RECORDS:
+        record = Path(model_dir) / name
+        if record.is_file() and isinstance(count := read_json(record).get("parameters"), int):
+            scale, unit = next((s, u) for s, u in ((1e9, "B"), (1e6, "M"), (1e3, "k"), (1, "")) if count >= s)
+            parts.append(f"{count / scale:.3g}{unit} parameters")
+            break
+    return f"{model} ({', '.join(parts)})" if parts else model
+
 
 # A pair's every metric: metric -> (estimate, ci_low, ci_high).
 Pair = dict[str, tuple[float, float, float]]
@@ -110,6 +136,9 @@ class _Run:
 
     def pair(self, a: tuple[str, str], b: tuple[str, str]) -> Pair:
         """Every metric of cell group `a` (precision, buffer) minus that of `b`, paired by example and seed."""
+        if (b, a) in self._pairs:
+            # The same resamples, negated: b - a's percentile interval is a - b's, mirrored.
+            return {m: (0.0 - e, 0.0 - hi, 0.0 - lo) for m, (e, lo, hi) in self._pairs[b, a].items()}
         if (a, b) not in self._pairs:
             first, second = self.groups[a], self.groups[b]
             files = {seed: [first[seed], second[seed]] for seed in first}
@@ -215,6 +244,9 @@ def needed_buffer(ladder: Sequence[tuple[float, tuple[float, float, float]]]) ->
 
 
 def _c5(run: _Run) -> dict:
+    """Each precision's needed buffer (`needed_buffer`, from retention(b) - retention(20 %) paired within the
+    precision), with its range; supported when every quantized range lies entirely below fp16's, contradicted when
+    some quantized range lies entirely above fp16's, otherwise not resolved."""
     first, last = run.stages[0], run.stages[-1]
     metric = f"retention_{first}_after_{last}"
     measured = (f"smallest buffer keeping {first} accuracy after {last} within 2 points of the 20 % buffer's, per "
@@ -258,7 +290,7 @@ def findings_table(*, groups: Mapping[tuple, Mapping[str, Sequence[str]]], inter
 
     `groups` is `quantreplay.intervals.cell_groups` of the grid: (model, precision, buffer) -> seed -> the cell's
     predictions.parquet files, base first; `intervals` its intervals.csv (each cell's own levels, in `detail`).
-    `models` maps each model to how the table names it (`quantreplay.bases.describe_base`). estimate, ci_low and
+    `models` maps each model to how the table names it (`describe_base`). estimate, ci_low and
     ci_high are fractions: differences of accuracies (C1-C4) or a buffer (C5); `detectable` is the deciding
     interval's smallest detectable difference (`quantreplay.intervals.detectable_difference`).
     """
@@ -290,7 +322,7 @@ def _estimate(row: dict) -> str:
 
 def _seeds_needed(value: float | None) -> str:
     if value is None:
-        return "? (one seed: no seed variance)"
+        return "?"
     if math.isnan(value):
         return ""
     return "never (too few test examples)" if math.isinf(value) else f"{value:.0f} seeds"
@@ -333,7 +365,8 @@ def findings_sections(findings: pl.DataFrame, comparison: pl.DataFrame, stages: 
         power_caption = (f"Power of each paired comparison with {reference}: the smallest difference it detects with "
                          f"80 % power at {100 - 100 * confidence:g} % two-sided, (z + 0.84) x SE with SE = interval "
                          "width / (2 z), in percentage points, and the seeds that would detect a 3-point difference "
-                         "(the seeds' share of the variance scaled by seeds run / seeds).")  # fmt: skip
+                         "(the seeds' share of the variance scaled by seeds run / seeds; ?: one seed run, no seed "
+                         "variance to scale).")  # fmt: skip
         keys = ["precision", "buffer"]
         power_rows = []
         for (precision, buffer), rows_ in pooled.filter(pl.col("metric").is_in(metrics)).group_by(

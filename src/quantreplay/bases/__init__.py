@@ -73,23 +73,3 @@ def checked_base(model_dir: str | os.PathLike) -> str:
     if source != str(model_dir) and Path(source).is_dir():
         check_artifact(source, required=False)
     return source
-
-
-# The build records beside base.json that count a base's parameters (bases.toy's pretrain.json, bases.gguf's
-# convert.json), named here so reading one needs neither module.
-PARAMETER_RECORDS = ("pretrain.json", "convert.json")
-
-
-def describe_base(model: str, model_dir: str | os.PathLike) -> str:
-    """The model a run measured, in words: its config name, the Hub id or path of a hub base, and its parameter
-    count where the folder's build record holds it (e.g. 'toy (1.6M parameters)')."""
-    from quantreplay.io import read_json
-
-    info = read_base(model_dir)
-    parts = [info["source"]] if info["kind"] == "hub" else []
-    for name in PARAMETER_RECORDS:
-        record = Path(model_dir) / name
-        if record.is_file() and isinstance(count := read_json(record).get("parameters"), int):
-            parts.append(f"{count / 1e6:.3g}M parameters" if count < 1e9 else f"{count / 1e9:.3g}B parameters")
-            break
-    return f"{model} ({', '.join(parts)})" if parts else model
