@@ -28,6 +28,8 @@ install: $(STAMP)
 run: $(STAMP) run-deps
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
+	@cat results/tables/findings.md
+	@echo
 	@cat results/tables/paper_table.md
 	@echo "Report: $(CURDIR)/results/report.html"
 
@@ -42,6 +44,8 @@ REAL := runs/smollm2
 run-real: $(STAMP) run-deps
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smollm2.yaml --directory $(REAL)
 	$(BIN)/snakemake --configfile config/smollm2.yaml --directory $(REAL) --report results/report.html
+	@cat $(REAL)/results/tables/findings.md
+	@echo
 	@cat $(REAL)/results/tables/paper_table.md
 	@echo "Report: $(CURDIR)/$(REAL)/results/report.html"
 

@@ -1,11 +1,13 @@
 # The whole grid in one tidy table, one row of metrics per cell, bootstrap intervals on every metric, the
-# paired precision comparisons, and the paper's table.
+# paired precision comparisons and their power, a verdict on each of the paper's claims, and the paper's table.
 rule aggregate:
     input:
         # Each cell's checkpoints in stage order, cell after cell as params.cells lists them.
         scores=grid.grid_checkpoint_files(config, "scores"),
         predictions=grid.grid_checkpoint_files(config, "predictions"),
         metrics=grid.metrics_outputs(config),
+        # The findings name the model each base is, and its size.
+        bases=[grid.path("base", model=model) for model in config["models"]],
         # Snakemake's record of every job before this one: cost.csv and jobs.csv.
         benchmarks=[grid.job_benchmark(job) for job in JOBS],
     output:
@@ -28,6 +30,18 @@ rule aggregate:
             grid.path("table", name="comparison.csv"),
             caption="../report/comparison.rst",
             category="Tables",
+        ),
+        findings=report(
+            grid.path("table", name="findings.csv"),
+            caption="../report/findings.rst",
+            category="Tables",
+        ),
+        findings_md=grid.path("table", name="findings.md"),
+        # "Claims" sorts first among the report's categories: the verdicts open the results.
+        findings_html=report(
+            grid.path("table", name="findings.html"),
+            caption="../report/findings.rst",
+            category="Claims",
         ),
         cost=report(
             grid.path("table", name="cost.csv"),
@@ -71,9 +85,17 @@ rule plots:
         first_stage=grid.first_stage_reports(config),
     output:
         # The report shows the PNGs; each has an SVG beside it for papers.
+        # The report lists a category's files by their labels: the number keeps plot_names' order.
         png=[
-            report(path, caption=f"../report/{name}.rst", category="Figures")
-            for name, path in zip(grid.plot_names(config), grid.figure_outputs(config))
+            report(
+                path,
+                caption=f"../report/{name}.rst",
+                category="Figures",
+                labels={"figure": f"{i:02d}", "file": f"{name}.png"},
+            )
+            for i, (name, path) in enumerate(
+                zip(grid.plot_names(config), grid.figure_outputs(config)), start=1
+            )
         ],
         svg=grid.figure_outputs(config, "svg"),
     log:

@@ -18,6 +18,7 @@ with one_line_errors():
         metric_files=list(snakemake.input.metrics),
         jobs=snakemake.params.jobs,
         benchmark_files=list(snakemake.input.benchmarks),
+        base_dirs=list(snakemake.input.bases),
         stages=snakemake.params.stages,
         settings=parse(AnalysisSettings, snakemake.params.analysis, "analysis"),
         out=dict(snakemake.output.items()),

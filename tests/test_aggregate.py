@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from quantreplay.aggregate import ACCURACY_COLUMNS, aggregate, per_cell
+from quantreplay.findings import FINDINGS_COLUMNS, VERDICTS
 from quantreplay.intervals import AnalysisSettings
 from quantreplay.metrics import write_cell_metrics
 
@@ -40,7 +41,13 @@ def _cell(tmp_path, precision: str, buffer: str, after: list[tuple[float, float,
 def _aggregate(tmp_path, built, reference="fp16"):
     out = {k: str(tmp_path / "tables" / f) for k, f in (("accuracy", "accuracy.csv"), ("summary", "summary.csv"),
            ("intervals", "intervals.csv"), ("comparison", "comparison.csv"), ("table", "table.md"),
-           ("table_html", "table.html"), ("cost", "cost.csv"), ("jobs", "jobs.csv"))}  # fmt: skip
+           ("table_html", "table.html"), ("cost", "cost.csv"), ("jobs", "jobs.csv"), ("findings", "findings.csv"),
+           ("findings_md", "findings.md"), ("findings_html", "findings.html"))}  # fmt: skip
+    # A base folder as build_base leaves it: the findings name the model and its size.
+    base = tmp_path / "base" / "toy"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "base.json").write_text(json.dumps({"kind": "toy", "source": None}))
+    (base / "pretrain.json").write_text(json.dumps({"parameters": 1_600_000}))
     # One job's Snakemake benchmark file: the cost tables come from files of this format.
     benchmark = tmp_path / "job.tsv"
     benchmark.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -49,7 +56,8 @@ def _aggregate(tmp_path, built, reference="fp16"):
     scores = [f for b in built for f in b[1]]
     predictions = [f.replace("scores.json", "predictions.parquet") for f in scores]
     summary = aggregate(cells=[b[0] for b in built], score_files=scores, prediction_files=predictions,
-                        metric_files=[b[2] for b in built], jobs=jobs, benchmark_files=[str(benchmark)], stages=STAGES,
+                        metric_files=[b[2] for b in built], jobs=jobs, benchmark_files=[str(benchmark)],
+                        base_dirs=[str(base)], stages=STAGES,
                         settings=replace(SETTINGS, reference_precision=reference), out=out)  # fmt: skip
     return summary, out
 
@@ -102,6 +110,20 @@ def test_tables(tmp_path):
     html = (tmp_path / "tables" / "table.html").read_text()
     assert html.count("<table>") == 2 and "80.0 [" in html
 
+    # Every comparison says what it could detect; one seed cannot say how many seeds would detect 3 points.
+    assert comparison["detectable"].is_not_null().all() and comparison["seeds_for_3_points"].is_null().all()
+    # The findings: five claims about the model measured here; this grid holds no int8, no 0.1 % and no 20 % buffer.
+    findings = pl.read_csv(out["findings"])
+    assert findings["claim"].to_list() == ["C1", "C2", "C3", "C4", "C5"]
+    assert set(findings["model"]) == {"toy (1.6M parameters)"}
+    # fp16 learned nlu to 80 %, nf4 to 75 %, on the same 80 examples: fp16 is best, as the paper says.
+    assert findings["verdict"][0] == "supported" and findings["estimate"][0] == pytest.approx(0.05)
+    assert findings["verdict"][2:].to_list() == ["not testable: the grid has no 0.1 % buffer",
+                                                 "not testable: the grid has no int8",
+                                                 "not testable: the grid has no 20 % buffer"]  # fmt: skip
+    md = (tmp_path / "tables" / "findings.md").read_text()
+    assert md.startswith("# Verdicts on the paper's headline claims\n") and "Power of each paired comparison" in md
+
 
 def test_without_a_reference_there_is_no_comparison(tmp_path):
     built = [_cell(tmp_path, "nf4", "0", [(0.5, 0.5, 0.0), (0.8, 0.7, 0.0), (0.5, 0.4, 0.45)])]
@@ -114,3 +136,30 @@ def test_checkpoint_files_are_cut_back_into_cells():
     assert per_cell(["a0", "a1", "b0", "b1"], 2) == [["a0", "a1"], ["b0", "b1"]]
     with pytest.raises(ValueError, match="5 checkpoint files do not split evenly into 2 cells"):
         per_cell(["a"] * 5, 2)
+
+
+@pytest.mark.slow
+def test_the_micro_grid_ends_with_its_findings(micro_grid):
+    """The real aggregate step of the micro grid (every precision, buffers 0 and 10 %, two stages) writes the
+    verdicts: the claims it can test get one of the three verdicts, the others say what the grid lacks."""
+    workdir, _ = micro_grid
+    tables = workdir / "results" / "tables"
+    findings = pl.read_csv(tables / "findings.csv")
+    assert tuple(findings.columns) == FINDINGS_COLUMNS
+    assert findings["claim"].to_list() == ["C1", "C2", "C3", "C4", "C5"]
+    model = findings["model"][0]
+    assert model.startswith("toy (") and model.endswith("k parameters)"), model
+    verdicts = findings["verdict"].to_list()
+    assert verdicts[2] == "not testable: the grid has no 0.1 % buffer"
+    assert verdicts[4] == "not testable: the grid has no 20 % buffer"
+    assert all(verdicts[i] in VERDICTS for i in (0, 1, 3)), verdicts
+    assert findings.filter(pl.col("claim").is_in(["C1", "C2", "C4"]))["detectable"].is_not_null().all()
+    md = (tables / "findings.md").read_text()
+    assert md.startswith("# Verdicts on the paper's headline claims")
+    assert "Power of each paired comparison with fp32" in md
+    # Power: four precisions against fp32 at two buffers, in the findings and in every comparison row.
+    assert sum(line.startswith(("| bf16 - fp32", "| fp16 - fp32", "| int8 - fp32", "| nf4 - fp32"))
+               for line in md.splitlines()) == 4 * 2  # fmt: skip
+    comparison = pl.read_csv(tables / "comparison.csv")
+    assert {"detectable", "seeds_for_3_points"} <= set(comparison.columns)
+    assert "findings.html" in {p.name for p in tables.iterdir()}

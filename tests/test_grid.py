@@ -93,7 +93,9 @@ def test_figure_list_follows_the_stages_and_buffers_sort_by_value():
     assert "heatmap_retention" in grid.plot_names(config) and "difference_by_buffer" in grid.plot_names(config)
     assert "heatmap_retention" not in grid.plot_names({**config, "stages": ["nlu"]})
     assert "difference_by_buffer" not in grid.plot_names({**config, "precisions": ["int8", "nf4"]})
-    assert grid.figure_outputs(config, "svg")[0] == "results/plots/heatmap_retention.svg"
+    # The figure that answers the question comes first; the report keeps this order.
+    assert grid.figure_outputs(config, "svg")[0] == "results/plots/retention_by_buffer.svg"
+    assert grid.plot_names({**config, "stages": ["nlu"]})[0] == "heatmap_final_forward"
     assert _buffer_order(["0.1", "0", "n5", "0.001", "1", "n2"]) == ["0", "0.001", "0.1", "1", "n2", "n5"]
 
 

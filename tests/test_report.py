@@ -1,5 +1,5 @@
-"""The HTML report as a reader sees it: opened in headless Chromium, every figure and the paper table shown with
-its caption, and nothing blank."""
+"""The HTML report as a reader sees it: opened in headless Chromium, the verdicts first, every figure and the paper
+table shown with its caption, and nothing blank."""
 
 import io
 import os
@@ -79,7 +79,8 @@ def test_every_figure_is_shown_with_its_caption(report, page, tmp_path):
     assert "quantreplay: LoRA fine-tuning" in page.inner_text("body")
     for name in plot_names(config):
         _open(page, path, "Figures")
-        row = page.locator("tr", has_text=f"results/plots/{name}.png")
+        # Figures are listed by their labels (number, file), not their paths.
+        row = page.locator("tr", has_text=f"{name}.png")
         row.locator("a[iconname=eye]").click()
         _assert_shown(page, tmp_path, name)
         row.locator("a[iconname=information-circle]").click()
@@ -101,10 +102,29 @@ def test_every_cell_has_its_r_matrix_in_the_report(report, page, tmp_path):
     assert shown == len(cells(config))
 
 
+def test_the_verdicts_come_first_then_the_figure_that_answers_the_question(report, page):
+    path, config = report
+    _open(page, path)
+    menu = page.inner_text("body")
+    # Categories are listed alphabetically: Claims opens the results.
+    assert menu.index("Claims") < menu.index("Figures") < menu.index("Tables")
+    _open(page, path, "Claims")
+    page.locator("tr", has_text="results/tables/findings.html").locator("a[iconname=eye]").click()
+    frame = page.frame_locator("iframe")
+    assert "Verdicts on the paper's headline claims" in frame.locator("h1").inner_text()
+    verdicts = frame.locator("table").first.locator("tr")
+    assert verdicts.count() == 6 and "C1" in verdicts.nth(1).inner_text()
+    _open(page, path, "Figures")
+    rows = page.locator("tbody tr")
+    assert rows.count() == len(plot_names(config))
+    assert "retention_by_buffer.png" in rows.first.inner_text() and plot_names(config)[0] == "retention_by_buffer"
+
+
 def test_the_paper_table_is_shown(report, page, tmp_path):
     path, _ = report
     _open(page, path, "Tables")
-    for table in ("accuracy.csv", "summary.csv", "intervals.csv", "comparison.csv", "paper_table.html"):
+    for table in ("accuracy.csv", "summary.csv", "intervals.csv", "comparison.csv", "findings.csv",
+                  "paper_table.html"):  # fmt: skip
         assert page.locator("tr", has_text=f"results/tables/{table}").count() == 1, table
     page.locator("tr", has_text="results/tables/paper_table.html").locator("a[iconname=eye]").click()
     frame = page.frame_locator("iframe")

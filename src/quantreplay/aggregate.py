@@ -4,18 +4,22 @@ accuracy.csv: one row per (model, precision, buffer, seed, after_stage, task), a
 untrained base (its scores, like stage 1's, are shared by every buffer and repeated in each cell's rows).
 summary.csv: one row per (model, precision, buffer, seed) with the metrics of quantreplay.metrics.
 intervals.csv: every summary metric with its bootstrap interval, per seed and pooled over seeds (seed 'all').
-comparison.csv: each precision minus the reference precision, paired by test example and seed, with intervals.
+comparison.csv: each precision minus the reference precision, paired by test example and seed, with intervals and
+the power of each comparison (quantreplay.intervals.with_power).
+findings.csv, findings.md (and .html): a verdict on each of the paper's headline claims (quantreplay.findings).
 cost.csv and jobs.csv: what each rule, precision and stage cost (quantreplay.cost), from Snakemake's benchmarks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import polars as pl
 
 from quantreplay.cost import cost_table, job_table
-from quantreplay.intervals import AnalysisSettings, interval_tables
+from quantreplay.findings import Section, describe_base, findings_sections, findings_table
+from quantreplay.intervals import AnalysisSettings, cell_groups, interval_tables, with_power
 from quantreplay.io import read_json, write_csv, write_text
 from quantreplay.metrics import metric_columns
 
@@ -76,39 +80,53 @@ def _captions(intervals: pl.DataFrame, comparison: pl.DataFrame) -> tuple[str, s
     return accuracy, difference
 
 
+def markdown(sections: Sequence[Section], title: str | None = None) -> str:
+    """Sections (caption, header, rows, notes) as Markdown: each caption, its table, its notes as a list."""
+    lines = [f"# {title}", ""] if title else []
+    for caption, header, rows, notes in sections:
+        lines += [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines += ["", *(f"- {n}" for n in notes)] if notes else []
+        lines.append("")
+    return "\n".join(lines[:-1]) + "\n"
+
+
+def html_page(sections: Sequence[Section], title: str, *, heading: bool = True) -> str:
+    """Sections (caption, header, rows, notes) as a standalone HTML page, for the report; `title` also as its
+    heading unless `heading` is False."""
+    from html import escape
+
+    parts = [f"<h1>{escape(title)}</h1>"] if heading else []
+    for caption, header, rows, notes in sections:
+        head = "".join(f"<th>{escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+        parts.append(f"<table><caption>{escape(caption)}</caption><tr>{head}</tr>{body}</table>")
+        if notes:
+            parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+    style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin:1em 0}"
+             "caption{text-align:left;font-weight:bold;padding:4px}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "white-space:nowrap}tr:nth-child(even){background:#f4f4f4}")  # fmt: skip
+    head = f"<head><meta charset='utf-8'><title>{escape(title)}</title><style>{style}</style></head>"
+    return f"<!DOCTYPE html><html>{head}<body>{''.join(parts)}</body></html>\n"
+
+
+def _paper_sections(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> list[Section]:
+    accuracy, difference = _captions(intervals, comparison)
+    sections = [(accuracy, *_formatted(intervals, stages, signed=False), [])]
+    if comparison.height:
+        sections.append((difference, *_formatted(comparison, stages, signed=True), []))
+    return sections
+
+
 def paper_table(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> str:
     """Markdown: per precision and buffer, forward accuracy after each stage and retention of earlier families
     in percent (means over seeds) with bootstrap intervals; then each precision minus the reference."""
-
-    def markdown(header: list[str], rows: list[list[str]]) -> list[str]:
-        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |"
-                                                                                 for r in rows]  # fmt: skip
-
-    accuracy, difference = _captions(intervals, comparison)
-    lines = [accuracy, "", *markdown(*_formatted(intervals, stages, signed=False))]
-    if comparison.height:
-        lines += ["", difference, "", *markdown(*_formatted(comparison, stages, signed=True))]
-    return "\n".join(lines) + "\n"
+    return markdown(_paper_sections(intervals, comparison, stages))
 
 
 def paper_table_html(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> str:
     """The paper table as a standalone HTML page, for the report."""
-    from html import escape
-
-    def table(caption: str, header: list[str], rows: list[list[str]]) -> str:
-        head = "".join(f"<th>{escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-        return f"<table><caption>{escape(caption)}</caption><tr>{head}</tr>{body}</table>"
-
-    accuracy, difference = _captions(intervals, comparison)
-    parts = [table(accuracy, *_formatted(intervals, stages, signed=False))]
-    if comparison.height:
-        parts.append(table(difference, *_formatted(comparison, stages, signed=True)))
-    style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin:1em 0}"
-             "caption{text-align:left;font-weight:bold;padding:4px}td,th{border:1px solid #ccc;padding:3px 6px;"
-             "white-space:nowrap}tr:nth-child(even){background:#f4f4f4}")  # fmt: skip
-    head = f"<head><meta charset='utf-8'><title>quantreplay tables</title><style>{style}</style></head>"
-    return f"<!DOCTYPE html><html>{head}<body>{''.join(parts)}</body></html>\n"
+    return html_page(_paper_sections(intervals, comparison, stages), "quantreplay tables", heading=False)
 
 
 def per_cell(files: Sequence[str], n_cells: int) -> list[list[str]]:
@@ -119,12 +137,19 @@ def per_cell(files: Sequence[str], n_cells: int) -> list[list[str]]:
     return [list(files[i : i + size]) for i in range(0, len(files), size)]
 
 
+FINDINGS_TITLE = "Verdicts on the paper's headline claims"
+
+
 def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_files: Sequence[str],
               metric_files: Sequence[str], jobs: Sequence[dict], benchmark_files: Sequence[str],
-              stages: Sequence[str], settings: AnalysisSettings, out: Mapping[str, str]) -> pl.DataFrame:  # fmt: skip
-    """Write accuracy.csv, summary.csv, intervals.csv, comparison.csv, cost.csv, jobs.csv and the paper-style
-    Markdown table (`out` keys accuracy, summary, intervals, comparison, cost, jobs, table, table_html); returns the
-    summary frame. `jobs` (quantreplay.grid.jobs) ran with `benchmark_files` as their Snakemake benchmarks.
+              base_dirs: Sequence[str], stages: Sequence[str], settings: AnalysisSettings,
+              out: Mapping[str, str]) -> pl.DataFrame:  # fmt: skip
+    """Write accuracy.csv, summary.csv, intervals.csv, comparison.csv (with its power columns), findings.csv and
+    findings.md (and .html: the verdicts), cost.csv, jobs.csv and the paper-style Markdown table (`out` keys
+    accuracy, summary, intervals, comparison, findings, findings_md, findings_html, cost, jobs, table, table_html);
+    returns the summary frame. `jobs` (quantreplay.grid.jobs) ran with `benchmark_files` as their Snakemake
+    benchmarks; `base_dirs` are the models' base folders, each named as its model (the findings name the model and
+    its size).
 
     `score_files` and `prediction_files` hold each cell's checkpoints (the base first, then stages in order), cell
     after cell in `cells` order; `metric_files[i]` is the metrics file of `cells[i]`. Precisions are compared with
@@ -135,9 +160,15 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_f
     accuracy = pl.DataFrame(rows).select(ACCURACY_COLUMNS)
     summary = pl.DataFrame([summary_row(read_json(p)) for p in metric_files])
     families = {r["task"]: r["family"] for r in rows}
-    intervals, comparison = interval_tables(cells=cells, prediction_files=per_cell(prediction_files, len(cells)),
-                                            families=families, stages=stages,
-                                            reference=settings.reference_precision, settings=settings)  # fmt: skip
+    predictions = per_cell(prediction_files, len(cells))
+    intervals, comparison = interval_tables(cells=cells, prediction_files=predictions, families=families,
+                                            stages=stages, reference=settings.reference_precision,
+                                            settings=settings)  # fmt: skip
+    comparison = with_power(comparison)
+    findings = findings_table(groups=cell_groups(cells, predictions), intervals=intervals, families=families,
+                              stages=stages, settings=settings,
+                              models={Path(d).name: describe_base(Path(d).name, d) for d in base_dirs})  # fmt: skip
+    sections = findings_sections(findings, comparison, stages, settings.confidence)
     write_csv(accuracy, out["accuracy"])
     write_csv(summary, out["summary"])
     write_csv(intervals, out["intervals"])
@@ -145,6 +176,9 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_f
     job_costs = job_table(jobs, benchmark_files)
     write_csv(cost_table(job_costs), out["cost"])
     write_csv(job_costs, out["jobs"])
+    write_csv(findings, out["findings"])
+    write_text(out["findings_md"], markdown(sections, FINDINGS_TITLE))
+    write_text(out["findings_html"], html_page(sections, FINDINGS_TITLE))
     write_text(out["table"], paper_table(intervals, comparison, stages))
     write_text(out["table_html"], paper_table_html(intervals, comparison, stages))
     return summary

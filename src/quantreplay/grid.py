@@ -67,6 +67,9 @@ TABLES = (
     "summary.csv",
     "intervals.csv",
     "comparison.csv",
+    "findings.csv",
+    "findings.md",
+    "findings.html",
     "paper_table.md",
     "paper_table.html",
     "cost.csv",
@@ -320,9 +323,11 @@ def analysis_params(config: dict) -> dict:
 
 
 def plot_names(config: dict) -> list[str]:
-    """The study's figures for this config: retention needs two stages, the comparison a reference and another
-    precision. The plots rule writes exactly these (quantreplay.plots.make_plots draws what it is given)."""
-    retention = ["heatmap_retention", "retention_by_buffer"] if len(config["stages"]) > 1 else []
+    """The study's figures for this config, in the report's order: first the one that answers the question (the
+    first family's retention against buffer, and each precision's difference from the reference below it).
+    Retention needs two stages, the comparison a reference and another precision. The plots rule writes exactly
+    these (quantreplay.plots.make_plots draws what it is given)."""
+    retention = ["retention_by_buffer", "heatmap_retention"] if len(config["stages"]) > 1 else []
     compared = comparison_reference(config) is not None and len(config["precisions"]) > 1
     difference = ["difference_by_buffer"] if compared else []
     return [*retention, "heatmap_final_forward", *difference, "forward_by_stage", "training_loss", "cost_by_precision",

@@ -18,9 +18,11 @@ metrics and 2 for a comparison (the metric of arm 0 minus that of arm 1); checkp
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import polars as pl
@@ -194,6 +196,14 @@ def _per_seed_and_pooled(files_by_seed: Mapping[str, Sequence[Sequence[str]]], k
     return out
 
 
+def cell_groups(cells: Sequence[dict], prediction_files: Sequence[Sequence[str]]) -> dict[tuple, dict[str, list[str]]]:
+    """(model, precision, buffer) -> seed -> that cell's checkpoints (`prediction_files[i]` of `cells[i]`)."""
+    groups: dict[tuple, dict[str, list[str]]] = {}
+    for cell, files in zip(cells, prediction_files, strict=True):
+        groups.setdefault((cell["model"], cell["precision"], cell["buffer"]), {})[cell["seed"]] = list(files)
+    return groups
+
+
 def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequence[str]],
                     families: Mapping[str, str], stages: Sequence[str], reference: str | None,
                     settings: AnalysisSettings) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
@@ -203,9 +213,7 @@ def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequenc
     base first). Intervals: one row per (model, precision, buffer, seed, metric), seed 'all' pooling the seeds.
     Comparisons: estimate = metric of `precision` minus that of `reference` at the same model, buffer and seed.
     """
-    groups: dict[tuple, dict[str, list[str]]] = {}
-    for cell, files in zip(cells, prediction_files, strict=True):
-        groups.setdefault((cell["model"], cell["precision"], cell["buffer"]), {})[cell["seed"]] = list(files)
+    groups = cell_groups(cells, prediction_files)
     cell_rows = []
     for (model, precision, buffer), by_seed in groups.items():
         keys = {"model": model, "precision": precision, "buffer": buffer}
@@ -229,3 +237,73 @@ def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequenc
         else intervals.clear().insert_column(2, pl.Series("reference", [], pl.String))
     )
     return intervals, comparison.rename({"estimate": "difference"})
+
+
+def paired_difference(files: Mapping[str, Sequence[Sequence[str]]], families: Mapping[str, str],
+                      stages: Sequence[str], settings: AnalysisSettings) -> pl.DataFrame:  # fmt: skip
+    """Every summary metric of arm 0 minus arm 1 with its interval, pooled over seeds (seeds resampled when there
+    are several): columns metric, estimate, ci_low, ci_high.
+
+    `files[seed]` holds two arms' checkpoints (predictions.parquet, base first): two precisions at one buffer, or
+    one precision at two buffers; either way both scored the same examples, so the pair shares every resample.
+    """
+    return bootstrap_metrics(example_matrix([list(arms) for arms in files.values()]), families, stages, settings)
+
+
+# Power of the detection rule below: 80 %, the usual design target (Cohen).
+POWER = 0.8
+
+
+def _z(confidence: float) -> float:
+    """The two-sided normal quantile of `confidence` (1.96 at 95 %)."""
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+
+
+def detectable_difference(ci_low, ci_high, confidence: float):
+    """The smallest true difference that a two-sided test at level 1 - `confidence` detects with 80 % power, given a
+    difference's interval: (z + z_0.8) x SE, the standard error read from the interval's width as
+    (ci_high - ci_low) / (2 z). At 95 %: 2.80 x SE = 0.71 x the interval's width."""
+    z = _z(confidence)
+    return (z + NormalDist().inv_cdf(POWER)) * (np.asarray(ci_high) - np.asarray(ci_low)) / (2 * z)
+
+
+def seeds_to_detect(difference: float, *, ci_low: float, ci_high: float, examples_ci_low: float,
+                    examples_ci_high: float, n_seeds: int, confidence: float) -> float | None:  # fmt: skip
+    """How many seeds would make `difference` detectable (its `detectable_difference` at most `difference`).
+
+    The squared standard error of a pooled comparison splits into the test set's share, SE_ex^2 (from the interval
+    with the seeds held fixed), and the seeds' share, SE^2 - SE_ex^2, which scales like 1 / seeds: with m seeds,
+    SE(m)^2 = SE_ex^2 + (SE^2 - SE_ex^2) n / m for the n seeds run. The test set's share is held as measured (the
+    same test set; it can only narrow). Returns the smallest m >= 2, math.inf when the test set's share alone is too
+    wide (no number of seeds suffices: more test examples are needed), None for one seed (no seed variance seen),
+    NaN for a metric without an interval.
+    """
+    if n_seeds < 2:
+        return None
+    if not all(math.isfinite(v) for v in (ci_low, ci_high, examples_ci_low, examples_ci_high)):
+        # A metric without a value (relative retention of a family never learned) has no power either.
+        return math.nan
+    z = _z(confidence)
+    factor = (z + NormalDist().inv_cdf(POWER)) / (2 * z)
+    total = (factor * (ci_high - ci_low)) ** 2
+    examples = (factor * (examples_ci_high - examples_ci_low)) ** 2
+    room = difference**2 - examples
+    if room <= 0:
+        return math.inf
+    return float(max(2, math.ceil(max(total - examples, 0.0) * n_seeds / room)))
+
+
+def with_power(comparison: pl.DataFrame, difference: float = 0.03) -> pl.DataFrame:
+    """comparison.csv with two columns more: `detectable` (`detectable_difference` of each row's interval) and
+    `seeds_for_3_points` (`seeds_to_detect` of `difference`, 3 points; empty for one seed, inf for never)."""
+    if comparison.height == 0:
+        return comparison.with_columns(pl.lit(None, pl.Float64).alias("detectable"),
+                                       pl.lit(None, pl.Float64).alias("seeds_for_3_points"))  # fmt: skip
+    detectable = detectable_difference(comparison["ci_low"].to_numpy(), comparison["ci_high"].to_numpy(),
+                                       float(comparison["confidence"][0]))  # fmt: skip
+    seeds = [seeds_to_detect(difference, ci_low=r["ci_low"], ci_high=r["ci_high"],
+                             examples_ci_low=r["examples_ci_low"], examples_ci_high=r["examples_ci_high"],
+                             n_seeds=r["n_seeds"], confidence=r["confidence"])
+             for r in comparison.iter_rows(named=True)]  # fmt: skip
+    return comparison.with_columns(pl.Series("detectable", detectable, pl.Float64),
+                                   pl.Series("seeds_for_3_points", seeds, pl.Float64))  # fmt: skip

@@ -68,7 +68,10 @@ def cl_metrics(matrix) -> dict:
         "forward": {k: out(r(k, k)) for k in range(1, t + 1)},
         "retention": {f"{k}/{j}": out(r(k, j)) for k in range(2, t + 1) for j in range(1, k)},
         "retention_relative": {f"{k}/{j}": out(ratio(r(k, j), r(j, j))) for k in range(2, t + 1) for j in range(1, k)},
-        "bwt": out(sum(r(t, j) - r(j, j) for j in earlier) / len(earlier)) if t > 1 else math.nan,
+        # One stage has no earlier family: no BWT (NaN in the shape of the batch, so resamples stack).
+        "bwt": out(
+            sum(r(t, j) - r(j, j) for j in earlier) / len(earlier) if t > 1 else np.full(m.shape[2:], math.nan)
+        ),
         "forgetting": {j: out(m[:t, j - 1].max(axis=0) - r(t, j)) for j in earlier},
         "average_accuracy": out(sum(r(t, j) for j in range(1, t + 1)) / t),
     }

@@ -84,42 +84,59 @@ def _dodge(x: np.ndarray, i: int, n: int) -> np.ndarray:
     return np.where(x > 0, x * (1 + 0.07 * offset), 0.008 * offset)
 
 
-def retention_by_buffer(intervals: pl.DataFrame, metric: str, *, title: str, stem: str) -> None:
-    """Retention against buffer size per precision, with each point's bootstrap interval as a band."""
+def _difference_panel(ax, comparison: pl.DataFrame, metric: str, precisions: Sequence[str], palette) -> None:
+    """Each precision minus the reference on one metric against buffer size, with paired intervals as error bars."""
+    frame = _fraction_rows(comparison, metric)
+    for i, (precision, color) in enumerate(zip(precisions, palette, strict=True)):
+        rows = frame.filter(pl.col("precision") == precision)
+        x = _dodge(rows["buffer_percent"].to_numpy(), i, len(precisions))
+        low, high, mid = (100 * rows[c].to_numpy() for c in ("ci_low", "ci_high", "difference"))
+        ax.errorbar(x, mid, yerr=[mid - low, high - mid], marker="o", capsize=3, color=color, label=precision)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    _symlog_buffer_axis(ax, frame["buffer_percent"].to_list())
+    ax.set_ylabel(f"minus {comparison['reference'][0]} (points)")
+
+
+def retention_by_buffer(intervals: pl.DataFrame, comparison: pl.DataFrame, metric: str, *, title: str,
+                        stem: str) -> None:  # fmt: skip
+    """The study's question in one figure: retention against buffer size per precision, each point with its
+    bootstrap interval (over examples, and seeds when there are several) as a band; below it, on the same x axis,
+    each precision minus the reference with its paired interval (when `comparison` has rows)."""
     frame = _fraction_rows(intervals, metric)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    palette = sns.color_palette(n_colors=frame["precision"].n_unique())
-    for color, ((precision,), rows) in zip(palette, frame.group_by("precision", maintain_order=True), strict=True):
+    precisions = frame["precision"].unique(maintain_order=True).to_list()
+    palette = dict(zip(precisions, sns.color_palette(n_colors=len(precisions)), strict=True))
+    compared = comparison.height > 0
+    fig, axes = plt.subplots(2 if compared else 1, 1, figsize=(6.5, 7 if compared else 4), sharex=True,
+                             squeeze=False, gridspec_kw={"height_ratios": [3, 2] if compared else [1]})  # fmt: skip
+    ax = axes[0][0]
+    for precision in precisions:
+        rows = frame.filter(pl.col("precision") == precision)
         x = rows["buffer_percent"].to_numpy()
-        ax.fill_between(x, 100 * rows["ci_low"].to_numpy(), 100 * rows["ci_high"].to_numpy(), color=color,
-                        alpha=0.2, linewidth=0)  # fmt: skip
-        ax.plot(x, 100 * rows["estimate"].to_numpy(), marker="o", color=color, label=precision)
+        ax.fill_between(x, 100 * rows["ci_low"].to_numpy(), 100 * rows["ci_high"].to_numpy(),
+                        color=palette[precision], alpha=0.2, linewidth=0)  # fmt: skip
+        ax.plot(x, 100 * rows["estimate"].to_numpy(), marker="o", color=palette[precision], label=precision)
     _symlog_buffer_axis(ax, frame["buffer_percent"].to_list())
     confidence = f"{100 * frame['confidence'][0]:g} %"
     ax.set_ylabel(f"accuracy (%); band: {confidence} interval")
     ax.legend(title="precision")
     ax.set_title(title)
+    if compared:
+        ax.set_xlabel("")
+        others = [p for p in precisions if p in set(comparison["precision"])]
+        _difference_panel(axes[1][0], comparison, metric, others, [palette[p] for p in others])
+        axes[1][0].set_title(f"paired difference from {comparison['reference'][0]} ({confidence} intervals)",
+                             fontsize=10)  # fmt: skip
     _save(fig, stem)
 
 
-def difference_by_buffer(comparison: pl.DataFrame, metrics: Sequence[tuple[str, str]], *, stem: str) -> None:
-    """Each precision minus the reference against buffer size, one panel per metric, with paired intervals."""
+def difference_by_buffer(comparison: pl.DataFrame, metric: str, label: str, *, stem: str) -> None:
+    """Each precision minus the reference on one metric against buffer size, with paired intervals."""
     reference = comparison["reference"][0]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     precisions = comparison["precision"].unique(maintain_order=True).to_list()
-    palette = sns.color_palette(n_colors=len(precisions))
-    for ax, (metric, label) in zip(axes[0], metrics, strict=True):
-        frame = _fraction_rows(comparison, metric)
-        for i, (precision, color) in enumerate(zip(precisions, palette, strict=True)):
-            rows = frame.filter(pl.col("precision") == precision)
-            x = _dodge(rows["buffer_percent"].to_numpy(), i, len(precisions))
-            low, high, mid = (100 * rows[c].to_numpy() for c in ("ci_low", "ci_high", "difference"))
-            ax.errorbar(x, mid, yerr=[mid - low, high - mid], marker="o", capsize=3, color=color, label=precision)
-        ax.axhline(0, color="grey", linewidth=0.8)
-        _symlog_buffer_axis(ax, frame["buffer_percent"].to_list())
-        ax.set_ylabel(f"minus {reference} (percentage points)")
-        ax.set_title(label)
-    axes[0][0].legend(title="precision")
+    _difference_panel(ax, comparison, metric, precisions, sns.color_palette(n_colors=len(precisions)))
+    ax.set_title(label)
+    ax.legend(title="precision")
     confidence = f"{100 * comparison['confidence'][0]:g} %"
     fig.suptitle(f"Each precision against {reference}, paired by test example and seed ({confidence} intervals)")
     _save(fig, stem)
@@ -234,17 +251,15 @@ def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, cos
     comparison = read_csv(comparison_csv, schema_overrides=strings)
     first, last = stages[0], stages[-1]
     retained = f"retention_{first}_after_{last}"
-    compared = [(f"forward_{last}", f"forward accuracy of the last stage ({last})")]
-    if len(stages) > 1:
-        compared.insert(0, (retained, f"{first} accuracy after {last}"))
     figures = {
         "heatmap_retention": lambda stem: heatmap(summary, retained, stem=stem,
                                                   title=f"{first} accuracy after the last stage ({last})"),
         "retention_by_buffer": lambda stem: retention_by_buffer(
-            intervals, retained, stem=stem, title=f"{first} accuracy after {last}, by replay buffer"),
+            intervals, comparison, retained, stem=stem, title=f"{first} accuracy after {last}, by replay buffer"),
         "heatmap_final_forward": lambda stem: heatmap(summary, f"forward_{last}", stem=stem,
                                                       title=f"Forward accuracy of the last stage ({last})"),
-        "difference_by_buffer": lambda stem: difference_by_buffer(comparison, compared, stem=stem),
+        "difference_by_buffer": lambda stem: difference_by_buffer(
+            comparison, f"forward_{last}", f"forward accuracy of the last stage ({last})", stem=stem),
         "forward_by_stage": lambda stem: forward_by_stage(summary, stages, stem=stem),
         "training_loss": lambda stem: training_loss(first_stage_reports, stem=stem),
         "cost_by_precision": lambda stem: cost_by_precision(train_reports, stem=stem),
