@@ -270,8 +270,6 @@ def count_passes(
 ) -> list[int]:
     """How many of each problem's completions pass its tests."""
     problems = list(zip(completions, prefixes, tests, entry_points, strict=True))
-    programs = [
-        Program((prefix or "") + c + "\n", test, entry) for outputs, prefix, test, entry in problems for c in outputs
-    ]
+    programs = [Program.of(c, prefix, test, entry) for outputs, prefix, test, entry in problems for c in outputs]
     verdicts = iter(judge_programs(programs, limits, boundary))
     return [sum(next(verdicts).passed for _ in outputs) for outputs, *_ in problems]
