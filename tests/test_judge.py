@@ -1,6 +1,7 @@
 """The judge scores code that cannot change its own score: hostile completions fail, as root and as an
 unprivileged user, correct controls and every dataset's reference solutions pass, and the machine is unchanged."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,10 +20,9 @@ import hostile
 from conftest import ROOT
 from quantreplay.judge import Judge, Program, judge_programs
 from quantreplay.judge.host import MAX_FRAME, FrameReader, NotPlain, pack, unpack
-from quantreplay.sandbox import Limits, SandboxUnavailable, boundary
+from quantreplay.sandbox import AS_NOBODY, NOBODY, Limits, SandboxUnavailable, boundary
 
 FAST = Limits(wall_seconds=3, cpu_seconds=1, memory_bytes=512 << 20, output_bytes=64 << 10)
-NOBODY = 65534
 SHARED_PLACES = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
 
 
@@ -150,8 +150,7 @@ print(json.dumps({"boundary": where.description, "verdicts": verdicts}))
 
 
 def _user_namespaces_for_nobody() -> bool:
-    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
-    return subprocess.run([*drop, "unshare", "--user", "true"], capture_output=True).returncode == 0
+    return subprocess.run([*AS_NOBODY, "unshare", "--user", "true"], capture_output=True).returncode == 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="run as an unprivileged user, the test above is this one")
@@ -171,7 +170,7 @@ def test_hostile_completions_fail_as_an_unprivileged_user(where, tmp_path):
         # The victim belongs to nobody here: only the boundary, not file permissions, may protect it.
         os.chown(where["victim"], NOBODY, NOBODY)
         canary = subprocess.Popen(
-            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", "sleep", "300"],
+            [*AS_NOBODY, "sleep", "300"],
             start_new_session=True,
         )
         where["fields"]["canary_pid"] = canary.pid
@@ -179,15 +178,11 @@ def test_hostile_completions_fail_as_an_unprivileged_user(where, tmp_path):
         (shared / "cases.json").write_text(json.dumps(cases))
         for path in [shared, *shared.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        limits = json.dumps({"wall_seconds": 3, "cpu_seconds": 1, "memory_bytes": 512 << 20, "output_bytes": 65536})
+        limits = json.dumps(dataclasses.asdict(FAST))
         state, processes = _shared_state(where["fields"]["token"]), _processes()
         done = subprocess.run(
             [
-                "setpriv",
-                f"--reuid={NOBODY}",
-                f"--regid={NOBODY}",
-                "--clear-groups",
-                "--",
+                *AS_NOBODY,
                 python,
                 "-S",
                 "-c",

@@ -43,6 +43,8 @@ from quantreplay.errors import OneLineError
 # The config's choices for evaluation.code_sandbox.
 SANDBOXES = ("bubblewrap", "unsafe-none")
 NOBODY = 65534
+# Run what follows as nobody:nogroup, with no supplementary groups (util-linux).
+AS_NOBODY = ("/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--")
 # Private tmpfs sizes inside the sandbox.
 TMP_BYTES = 64 << 20
 HOST_SOURCE = Path(__file__).with_name("judge") / "host.py"
@@ -179,8 +181,7 @@ def _candidates() -> list[Boundary]:
         args = bwrap_arguments(interpreter)
         args[0] = bwrap
         if root and os.path.exists("/usr/bin/setpriv") and _world_executable(interpreter):
-            drop = ["/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
-            as_nobody.append(Boundary("bubblewrap", (*drop, *args), interpreter, "bubblewrap, started as nobody"))
+            as_nobody.append(Boundary("bubblewrap", (*AS_NOBODY, *args), interpreter, "bubblewrap, started as nobody"))
         started_as = "root" if root else "the calling user"
         as_caller.append(Boundary("bubblewrap", tuple(args), interpreter, f"bubblewrap, started as {started_as}"))
     return as_nobody + as_caller
