@@ -6,14 +6,16 @@ sys.stderr = open(snakemake.log[0], "w")
 # The library in this checkout, also in conda environments (--sdm conda) that do not install the project.
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
-from quantreplay.bases.build import build_base
-from quantreplay.errors import one_line_errors
+from quantreplay.warm import run_job
 
-with one_line_errors():
-    build_base(
-        output=snakemake.output[0],
-        spec=snakemake.params.spec,
-        tokenizer_data=list(snakemake.input.tokenizer_data),
-        threads=snakemake.threads,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
-    )
+# Its warm server (quantreplay.warm) then serves the model jobs that follow.
+run_job(
+    "quantreplay.bases.build:build_base",
+    {
+        "output": snakemake.output[0],
+        "spec": snakemake.params.spec,
+        "tokenizer_data": list(snakemake.input.tokenizer_data),
+        "threads": snakemake.threads,
+    },
+    log=snakemake.log[0],
+)

@@ -5,18 +5,19 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
-from quantreplay.errors import one_line_errors
-from quantreplay.evaluate import run_evaluation
+from quantreplay.warm import run_job
 
-with one_line_errors():
-    run_evaluation(
-        base_dir=snakemake.input.base,
-        adapter=snakemake.input.adapter or None,
-        test_files=list(snakemake.input.tests),
-        settings=snakemake.params.settings,
-        predictions_out=snakemake.output.predictions,
-        scores_out=snakemake.output.scores,
-        cell=dict(snakemake.wildcards.items()),
-        threads=snakemake.threads,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
-    )
+run_job(
+    "quantreplay.evaluate:run_evaluation",
+    {
+        "base_dir": snakemake.input.base,
+        "adapter": snakemake.input.adapter or None,
+        "test_files": list(snakemake.input.tests),
+        "settings": snakemake.params.settings,
+        "predictions_out": snakemake.output.predictions,
+        "scores_out": snakemake.output.scores,
+        "cell": dict(snakemake.wildcards.items()),
+        "threads": snakemake.threads,
+    },
+    log=snakemake.log[0],
+)

@@ -5,21 +5,22 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
-from quantreplay.errors import one_line_errors
 from quantreplay.grid import stage_setting_keys
-from quantreplay.train import run_stage
+from quantreplay.warm import run_job
 
 # What only the data can tell (max_seq_len against the longest example) stops the job as a one-line config error.
-with one_line_errors():
-    run_stage(
-        base_dir=snakemake.input.base,
-        train_files=list(snakemake.input.data),
-        previous_adapter=snakemake.input.get("previous"),
-        adapter_out=snakemake.output.adapter,
-        report_out=snakemake.output.report,
-        settings=snakemake.params.settings,
-        cell=dict(snakemake.wildcards.items()),
-        threads=snakemake.threads,
-        setting_keys=stage_setting_keys(snakemake.config, snakemake.wildcards.stage),
-        log=lambda line: print(line, file=sys.stderr, flush=True),
-    )
+run_job(
+    "quantreplay.train:run_stage",
+    {
+        "base_dir": snakemake.input.base,
+        "train_files": list(snakemake.input.data),
+        "previous_adapter": snakemake.input.get("previous"),
+        "adapter_out": snakemake.output.adapter,
+        "report_out": snakemake.output.report,
+        "settings": snakemake.params.settings,
+        "cell": dict(snakemake.wildcards.items()),
+        "threads": snakemake.threads,
+        "setting_keys": stage_setting_keys(snakemake.config, snakemake.wildcards.stage),
+    },
+    log=snakemake.log[0],
+)

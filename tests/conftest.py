@@ -201,3 +201,10 @@ def tiny_base(tmp_path_factory, tiny_task_files) -> str:
         log=lambda s: None,
     )
     return str(out)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # The warm server (quantreplay.warm) that the tests' Snakemake jobs started ends with the tests.
+    from quantreplay.warm import stop
+
+    stop()

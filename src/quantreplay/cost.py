@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 
 import polars as pl
 
+from quantreplay.grid import log_of_benchmark
 from quantreplay.io import read_csv
+from quantreplay.warm import worker_record
 
 # Snakemake's benchmark columns: `s` (wall seconds), `cpu_time` (user + system seconds), `max_rss` (MB).
 BENCHMARK_COLUMNS = {"s": "wall_seconds", "cpu_time": "cpu_seconds", "max_rss": "max_rss_mb"}
@@ -23,22 +26,40 @@ COST_KEYS = ("rule", "precision", "stage")
 
 def job_table(jobs: Sequence[dict], benchmark_files: Sequence[str]) -> pl.DataFrame:
     """One row per job (`quantreplay.grid.jobs`, whose benchmark files are `benchmark_files`, in order): rule,
-    precision, stage, id, needs (JSON), wall and CPU seconds, peak memory."""
+    precision, stage, id, needs (JSON), wall and CPU seconds, peak memory (`job_cost`)."""
     rows = []
     for job, path in zip(jobs, benchmark_files, strict=True):
-        # A job benchmarked with --benchmark-repeats has several lines; its cost is the first run's.
-        record = read_csv(path, separator="\t", infer_schema_length=0).row(0, named=True)
         rows.append({
             "rule": job["rule"],
             "precision": job["wildcards"].get("precision"),
             "stage": job["stage"],
             "id": job["id"],
             "needs": json.dumps(job["needs"]),
-            **{name: _number(record.get(column)) for column, name in BENCHMARK_COLUMNS.items()},
+            **job_cost(path),
         })  # fmt: skip
     schema = {"rule": pl.String, "precision": pl.String, "stage": pl.String, "id": pl.String, "needs": pl.String,
               **dict.fromkeys(BENCHMARK_COLUMNS.values(), pl.Float64)}  # fmt: skip
     return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def job_cost(benchmark: str) -> dict[str, float | None]:
+    """Wall and CPU seconds and peak memory of the job whose Snakemake benchmark file is `benchmark`.
+
+    A warm-started job (quantreplay.warm) ran outside the process tree that Snakemake measured: its own CPU time
+    and peak memory, which it recorded beside its log (`worker_record`) if it ran so, add to the script's.
+    """
+    cost = {name: _number(value) for name, value in _first_record(benchmark).items()}
+    if os.path.exists(worker := worker_record(log_of_benchmark(benchmark))):
+        worker_cost = {name: _number(value) for name, value in _first_record(worker).items()}
+        cost["cpu_seconds"] = (cost["cpu_seconds"] or 0.0) + (worker_cost["cpu_seconds"] or 0.0)
+        cost["max_rss_mb"] = max(cost["max_rss_mb"] or 0.0, worker_cost["max_rss_mb"] or 0.0)
+    return cost
+
+
+def _first_record(path: str) -> dict[str, str | None]:
+    # A job benchmarked with --benchmark-repeats has several lines; its cost is the first run's.
+    record = read_csv(path, separator="\t", infer_schema_length=0).row(0, named=True)
+    return {name: record.get(column) for column, name in BENCHMARK_COLUMNS.items()}
 
 
 def _number(value) -> float | None:

@@ -2,21 +2,25 @@
 
 Snakemake tracks a rule's script but not the modules the script imports. A rule's params therefore carry
 `code_fingerprint(script)`: the hash of every quantreplay module the script imports, followed transitively
-through the imports inside quantreplay (function-level imports included, and the packages' `__init__` files that
-importing a submodule runs). A module is hashed as its syntax tree without docstrings, so comments, docstrings
-and formatting change nothing; any change of code does.
+through the imports inside quantreplay (function-level imports included, the packages' `__init__` files that
+importing a submodule runs, and the module of a job named as `"quantreplay.module:function"`, which
+quantreplay.warm imports in the job's process). A module is hashed as its syntax tree without docstrings, so
+comments, docstrings and formatting change nothing; any change of code does.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = "quantreplay"
 # Hex digits kept: 64 bits tell versions apart and stay readable in Snakemake's params.
 DIGITS = 16
+# A job's target as quantreplay.warm.run_job names it.
+JOB_TARGET = re.compile(rf"({PACKAGE}(?:\.\w+)*):\w+")
 
 
 def _module_file(src: Path, module: str) -> Path | None:
@@ -50,9 +54,17 @@ def _imported_modules(tree: ast.Module, src: Path) -> set[str]:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         else:
             continue
-        for name in names:
-            if (name == PACKAGE or name.startswith(PACKAGE + ".")) and _module_file(src, name) is not None:
-                found.add(name)
+        found |= _package_modules(names, src)
+    targets = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    found |= _package_modules([m.group(1) for t in targets if (m := JOB_TARGET.fullmatch(t))], src)
+    return found
+
+
+def _package_modules(names: list[str], src: Path) -> set[str]:
+    found = set()
+    for name in names:
+        if (name == PACKAGE or name.startswith(PACKAGE + ".")) and _module_file(src, name) is not None:
+            found.add(name)
     return found
 
 

@@ -116,6 +116,11 @@ def rule_benchmark(rule: str) -> str:
     return "benchmarks/" + rule_log(rule).removeprefix("logs/").removesuffix(".log") + ".tsv"
 
 
+def log_of_benchmark(benchmark: str) -> str:
+    """The log file of the job whose benchmark file is `benchmark` (the inverse of `rule_benchmark`)."""
+    return "logs/" + benchmark.removeprefix("benchmarks/").removesuffix(".tsv") + ".log"
+
+
 def manifest(artifact_pattern: str) -> str:
     """The manifest pattern (or path) of an artifact's pattern (or path)."""
     return PATHS["manifest"].replace("{artifact}", artifact_pattern)

@@ -23,18 +23,34 @@ def job_device(threads: int) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def seconds_since_process_start() -> float | None:
-    """How long this process has run, from the kernel's record of its start (Linux; None elsewhere): a job's
-    start-up (interpreter, imports, model load) measured from its true beginning, not from the first import."""
+# A warm-started job (quantreplay.warm) runs in a fork of an older process: its start is its script's, given here
+# as seconds since boot.
+JOB_START_ENV = "QUANTREPLAY_JOB_STARTED"
+
+
+def process_start_uptime() -> float | None:
+    """When this process started, in seconds since boot (Linux; None elsewhere)."""
     import os
     from pathlib import Path
 
     try:
         # Field 22 of /proc/self/stat, counted after the command name (which may hold spaces): clock ticks since boot.
         started = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - started / os.sysconf("SC_CLK_TCK")
+        return started / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
+        return None
+
+
+def seconds_since_process_start() -> float | None:
+    """How long this job has run, from the kernel's record of its start (Linux; None elsewhere): a job's start-up
+    (interpreter, imports, model load) measured from its true beginning, not from the first import."""
+    import os
+    from pathlib import Path
+
+    try:
+        started = float(os.environ[JOB_START_ENV]) if os.environ.get(JOB_START_ENV) else process_start_uptime()
+        return None if started is None else float(Path("/proc/uptime").read_text().split()[0]) - started
+    except (OSError, ValueError):
         return None
 
 
