@@ -1,8 +1,10 @@
 """Shared helpers: the repository root, the default config, and running Snakemake on a config."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -203,8 +205,17 @@ def tiny_base(tmp_path_factory, tiny_task_files) -> str:
     return str(out)
 
 
-def pytest_sessionfinish(session, exitstatus):
-    # The warm server (quantreplay.warm) that the tests' Snakemake jobs started ends with the tests.
+# The warm servers (quantreplay.warm) that the tests' jobs start listen in a folder of this session's, apart from
+# a pipeline the user may be running, and end with the tests.
+WARM_RUNTIME = Path(tempfile.mkdtemp(prefix="quantreplay-tests-"))
+
+
+def pytest_configure(config):
+    os.environ["XDG_RUNTIME_DIR"] = str(WARM_RUNTIME)
+
+
+def pytest_unconfigure(config):
     from quantreplay.warm import stop
 
-    stop()
+    stop(every=True)
+    shutil.rmtree(WARM_RUNTIME, ignore_errors=True)

@@ -146,13 +146,18 @@ def server_key() -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-def socket_path() -> Path:
-    """The server's socket, in a folder only this user can enter."""
+def socket_folder() -> Path:
+    """Where this user's servers listen: a folder only this user can enter."""
     folder = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"quantreplay-warm-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
         raise PermissionError(f"{folder} is not private to this user")
-    return folder / f"{server_key()}.sock"
+    return folder
+
+
+def socket_path() -> Path:
+    """The socket of the server for this process's jobs."""
+    return socket_folder() / f"{server_key()}.sock"
 
 
 def _try_connect(path: Path) -> socket.socket | None:
@@ -380,26 +385,29 @@ def _run_forked(request: dict, fds: Sequence[int]) -> None:
     os._exit(_exit_status(call))
 
 
-def stop() -> bool:
-    """Stop this checkout's server (it exits when its socket is gone); whether one was running."""
-    path = socket_path()
-    running = _try_connect(path)
-    if running:
-        running.close()
-    path.unlink(missing_ok=True)
-    return running is not None
+def stop(*, every: bool = False) -> int:
+    """Stop the server for this process's jobs, or every server of this user (each exits within a second of its
+    socket's removal); how many were running."""
+    running = 0
+    for path in sorted(socket_folder().glob("*.sock")) if every else [socket_path()]:
+        if connection := _try_connect(path):
+            connection.close()
+            running += 1
+        path.unlink(missing_ok=True)
+    return running
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m quantreplay.warm", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run a server (jobs start one as needed)").add_argument("socket")
-    commands.add_parser("stop", help="stop this checkout's server")
+    stopping = commands.add_parser("stop", help="stop the server of this checkout and environment")
+    stopping.add_argument("--all", action="store_true", help="stop every server of this user")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.socket)
     else:
-        print("stopped" if stop() else "no server was running")
+        print(f"stopped {stop(every=args.all)} server(s)")
 
 
 if __name__ == "__main__":
