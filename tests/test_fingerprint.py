@@ -70,6 +70,8 @@ EDITS = [
     ("evaluate.py", DOWNSTREAM_OF_EVALUATE),
     ("data/formats.py", {"prepare_data", "build_base", "replay_mix", "train_first_stage", "train_stage"}
      | DOWNSTREAM_OF_EVALUATE),
+    # How jobs run (the warm start), not what they compute.
+    ("warm.py", set()),
 ]  # fmt: skip
 
 

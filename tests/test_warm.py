@@ -21,13 +21,21 @@ JOBS = textwrap.dedent(
     """
     import json, os, sys, time
 
+    def ancestors():
+        pid, chain = os.getppid(), []
+        while pid > 1:
+            chain.append(open(f"/proc/{pid}/cmdline").read())
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        return chain
+
     def report(*, out, log):
         preloaded = "torch" in sys.modules  # before this job imports anything
         from quantreplay.errors import ConfigError
         import quantreplay
         json.dump({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "env": os.environ.get("MARK"),
                    "preloaded": preloaded, "library": quantreplay.__file__,
-                   "started": os.environ.get("QUANTREPLAY_JOB_STARTED")}, open(out, "w"))
+                   "started": os.environ.get("QUANTREPLAY_JOB_STARTED"), "ancestors": ancestors()},
+                  open(out, "w"))
         print("to stdout", flush=True)
         log("to the log")
 
@@ -97,6 +105,9 @@ def test_a_warm_job_is_the_scripts_job_in_a_preloaded_fork(warm, tmp_path):
         assert seen["library"] == str(ROOT / "src" / "quantreplay" / "__init__.py")
         # Its start-up counts from the script's start.
         assert float(seen["started"]) > 0
+        # Outside the script's process tree, even when the script started the server: Snakemake's benchmark of
+        # one job must not count the others the server runs meanwhile.
+        assert not any("client.py" in command for command in seen["ancestors"]), seen["ancestors"]
 
 
 def test_the_scripts_exit_status_is_the_jobs(warm):

@@ -4,7 +4,8 @@ Snakemake tracks a rule's script but not the modules the script imports. A rule'
 `code_fingerprint(script)`: the hash of every quantreplay module the script imports, followed transitively
 through the imports inside quantreplay (function-level imports included, the packages' `__init__` files that
 importing a submodule runs, and the module of a job named as `"quantreplay.module:function"`, which
-quantreplay.warm imports in the job's process). A module is hashed as its syntax tree without docstrings, so
+quantreplay.warm imports in the job's process), except the modules that only say how a job runs
+(`EXECUTION_ONLY`). A module is hashed as its syntax tree without docstrings, so
 comments, docstrings and formatting change nothing; any change of code does.
 """
 
@@ -19,6 +20,9 @@ from pathlib import Path
 PACKAGE = "quantreplay"
 # Hex digits kept: 64 bits tell versions apart and stay readable in Snakemake's params.
 DIGITS = 16
+# How a job runs, not what it computes: an edit of these re-runs nothing (quantreplay.warm forks the job's process;
+# the results are those of a job in its own process, byte for byte).
+EXECUTION_ONLY = frozenset({f"{PACKAGE}.warm"})
 # A job's target as quantreplay.warm.run_job names it.
 JOB_TARGET = re.compile(rf"({PACKAGE}(?:\.\w+)*):\w+")
 
@@ -109,13 +113,13 @@ def _module(path: Path, src: Path) -> _Module:
 def library_modules(script: str | Path, src: str | Path) -> list[str]:
     """Every package module that `script` runs, sorted: its imports, their imports, and so on."""
     src = Path(src)
-    todo = set(_module(Path(script), src).imports)
+    todo = set(_module(Path(script), src).imports) - EXECUTION_ONLY
     seen: set[str] = set()
     while todo:
         module = todo.pop()
         for name in _with_parents(module) - seen:
             seen.add(name)
-            todo |= _module(_module_file(src, name), src).imports - seen
+            todo |= _module(_module_file(src, name), src).imports - seen - EXECUTION_ONLY
     return sorted(seen)
 
 

@@ -185,7 +185,7 @@ def _connect() -> socket.socket | None:
             path.unlink(missing_ok=True)
             server = _start_server(path)
             deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline and server.poll() is None:
+            while server and time.monotonic() < deadline and Path(f"/proc/{server}").exists():
                 connection = _try_connect(path)
                 if connection:
                     return connection
@@ -195,18 +195,29 @@ def _connect() -> socket.socket | None:
         return None
 
 
-def _start_server(path: Path):
+def _start_server(path: Path) -> int | None:
+    """Start a server for `path`; its pid, or None if it could not start.
+
+    The launcher forks the server and exits, so the server is no child of this job: Snakemake's benchmark of this
+    job would otherwise count every job the server runs while this one lives. Its own session: neither
+    Snakemake's Ctrl-C nor the end of this job reaches it.
+    """
     import subprocess
 
-    # Its own session: neither Snakemake's Ctrl-C nor the end of this job reaches it.
-    return subprocess.Popen(
-        [sys.executable, "-m", "quantreplay.warm", "serve", str(path)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-    )
+    try:
+        launcher = subprocess.run(
+            [sys.executable, "-m", "quantreplay.warm", "serve", str(path)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return int(launcher.stdout) if launcher.returncode == 0 and launcher.stdout.strip().isdigit() else None
 
 
 def _run_warm(connection: socket.socket, target: str, kwargs: dict) -> tuple[int, dict]:
@@ -385,6 +396,17 @@ def _run_forked(request: dict, fds: Sequence[int]) -> None:
     os._exit(_exit_status(call))
 
 
+def _detach() -> None:
+    """Continue in a child that init adopts: the launcher prints its pid and exits."""
+    server = os.fork()
+    if server:
+        print(server, flush=True)
+        os._exit(0)
+    quiet = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(quiet, fd)
+
+
 def stop(*, every: bool = False) -> int:
     """Stop the server for this process's jobs, or every server of this user (each exits within a second of its
     socket's removal); how many were running."""
@@ -405,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     stopping.add_argument("--all", action="store_true", help="stop every server of this user")
     args = parser.parse_args(argv)
     if args.command == "serve":
+        _detach()
         serve(args.socket)
     else:
         print(f"stopped {stop(every=args.all)} server(s)")
