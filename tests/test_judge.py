@@ -18,7 +18,7 @@ import pytest
 
 import hostile
 from conftest import ROOT
-from quantreplay.judge import Judge, Program, judge_programs
+from quantreplay.judge import Judge, Program, _Host, judge_programs
 from quantreplay.judge.host import MAX_FRAME, FrameReader, NotPlain, pack, unpack
 from quantreplay.sandbox import AS_NOBODY, NOBODY, Limits, SandboxUnavailable, boundary
 
@@ -349,3 +349,19 @@ def test_a_sandbox_that_cannot_start_is_named(monkeypatch):
     broken = sandbox.Boundary("bubblewrap", ("/bin/false",), "/usr/bin/python3", "a sandbox that cannot start")
     with pytest.raises(SandboxUnavailable, match="a sandbox that cannot start"):
         Judge(FAST, broken).__enter__()
+
+
+def test_completions_that_fail_to_load_keep_both_sandboxes(monkeypatch):
+    # Most completions of a checkpoint not yet trained on code do not even compile; each must cost a verdict, not
+    # two sandbox starts (an idle tests host once took the judge's end for a shutdown).
+    starts = []
+    start = _Host.start
+    monkeypatch.setattr(_Host, "start", lambda host: (starts.append(host.role), start(host))[1])
+    broken = Program(source="def f(x):\n drank the tea in the cave.", tests="assert f(1) == 2\n", entry_point="f")
+    raising = Program(source="def f(x):\n    return x\nraise ValueError('no')\n", tests="assert f(1) == 1\n",
+                      entry_point="f")  # fmt: skip
+    correct = Program(source="def f(x):\n    return x + 1\n", tests="assert f(1) == 2\n", entry_point="f")
+    verdicts = judge_programs([broken, raising, correct] * 5, FAST, boundary())
+    assert [v.passed for v in verdicts] == [False, False, True] * 5
+    assert "SyntaxError" in verdicts[0].reason and "ValueError" in verdicts[1].reason
+    assert sorted(starts) == ["candidate", "tests"]
