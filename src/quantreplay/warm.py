@@ -134,6 +134,7 @@ def server_key() -> str:
     the environment they read on import."""
     from importlib.metadata import PackageNotFoundError, version
 
+    # Not quantreplay.io.package_versions: io imports polars, whose threads must not reach a server that forks.
     versions = []
     for name in sorted({m.split(".")[0] for m in PRELOAD}):
         try:
