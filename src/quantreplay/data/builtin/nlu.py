@@ -118,8 +118,12 @@ def _siqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
     x, y = rng.sample(PEOPLE, 2)
     k = _pick(range(len(SOCIAL_EVENTS)), HELD_OUT_EVERY["social events"], split, rng)
     event, feel, want, describe = SOCIAL_EVENTS[k]
-    offered = _offered(range(len(SOCIAL_EVENTS)), HELD_OUT_EVERY["social events"], split)
-    others = [SOCIAL_EVENTS[j] for j in offered if j != k]
+    # Distractors as new to the model as the answer: a row about a held-out event offers the reactions of the
+    # other held-out events, any other row those of events that are not held out (a model that had learned
+    # which reactions training rows reward would otherwise pick them over any new one).
+    every = HELD_OUT_EVERY["social events"]
+    fresh = k % every == every - 1
+    others = [e for j, e in enumerate(SOCIAL_EVENTS) if j != k and (j % every == every - 1) == fresh]
     kind = rng.randrange(3)
     if kind == 0:
         question, correct, pool = f"How would {x} feel afterwards?", feel, [e[1] for e in others]
@@ -167,6 +171,8 @@ def _openbookqa(world: World, rng: random.Random, slot: int, split: str) -> dict
     c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
     offered = _offered(world.creatures, HELD_OUT_EVERY["creatures"], split)
     others = [o for o in offered if o.food != c.food]
+    if len(others) < 3:
+        return _openbookqa(world, rng, slot, split)
     options = _place(c.name, [o.name for o in rng.sample(others, 3)], slot, rng)
     trait = FOOD_TRAITS[c.food]
     fact = f"Fact: every creature that eats {c.food} has {trait}."
@@ -208,11 +214,9 @@ def _winogrande(world: World, rng: random.Random, slot: int, split: str) -> dict
     # The twin whose blank means the person at position slot % 2.
     template, who = pair[slot % 2]
     sentence = template.format(a=a, b=b)
-    # The answer is the option's number, as WinoGrande's own answer field is: which person the template means is
-    # what is asked, not copying a name.
-    choices = [" 1", " 2"]
-    prompt = f"{sentence}\nOption1: {a}\nOption2: {b}\nThe blank _ refers to option"
-    return {"prompt": prompt, "choices": choices, "answer": who, "target": choices[who]}
+    options = [a, b]
+    prompt = f"{sentence}\nOption1: {a}\nOption2: {b}\nThe blank _ refers to"
+    return {"prompt": prompt, "choices": [" " + o for o in options], "answer": who, "target": " " + options[who]}
 
 
 NLU_GENERATORS: dict[str, Callable[[World, random.Random, int, str], dict]] = {
