@@ -75,9 +75,9 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
     facts = math_facts()
 
     def numbers() -> str:
-        # Eight of the equations the arithmetic problems need, one a line: each of the 374 is stated about 35
+        # Six of the equations the arithmetic problems need, one a line: each of the 374 is stated about 45
         # times in the default 20000 documents (and again in some stories).
-        return "\n".join(rng.choice(facts) for _ in range(8)) + "\n"
+        return "\n".join(rng.choice(facts) for _ in range(6)) + "\n"
 
     def story() -> str:
         # Numbers told in a story, then worked in equations of math_facts(): how a number in words becomes a
@@ -125,8 +125,6 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
         fmt = {"k": k, "m": k + rng.randint(1, 8), "a": rng.choice(ARG_NAMES[kind])}
         return f"# {doc_pat.format(**fmt)}\nresult = {body_pat.format(**fmt)[len('return ') :]}\n"
 
-    # By tokens, about 37 % creatures, 16 % equation lists and 9 % stories, 12 % code, 8 % routines, 7 % tools,
-    # 5 % social events, 3 % yes/no answers, 3 % WinoGrande roles.
-    writers = [creature, creature, creature, creature, tool, tool, social, routine, numbers, story, code, code, roles,
-               asked]  # fmt: skip
+    writers = [creature, creature, creature, creature, tool, tool, social, routine, numbers, numbers, story, code,
+               roles, asked]  # fmt: skip
     return [rng.choice(writers)() for _ in range(n_documents)]
