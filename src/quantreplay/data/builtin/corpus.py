@@ -1,9 +1,9 @@
 """The pretraining corpus of the built-in suite: the world stated in plain narrative.
 
 No instruction formats: creatures' facts, what tools are for, how people react to events, how routines go,
-who a WinoGrande sentence means, yes and no as answers about a creature, every equation the arithmetic
-problems need (alone and in small stories) and small Python functions, so that a base model pretrained on it
-knows the facts that the instruction tasks then ask about.
+who a WinoGrande sentence means, every equation the arithmetic problems need (alone and in small stories) and
+small Python functions, so that a base model pretrained on it knows the facts that the instruction tasks then
+ask about.
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from collections.abc import Callable
 from quantreplay.data.builtin.math_code import ADDENDS, ARG_NAMES, CODE_OPS, FACTORS, ITEMS, math_facts
 from quantreplay.data.builtin.world import (
     CLASSES,
-    COLORS,
     FOOD_TRAITS,
-    FOODS,
-    HABITATS,
     PEOPLE,
     ROUTINES,
-    SIZES,
     SOCIAL_EVENTS,
     TOOLS,
     WINO_TEMPLATES,
@@ -75,9 +71,9 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
     facts = math_facts()
 
     def numbers() -> str:
-        # Six of the equations the arithmetic problems need, one a line: each of the 374 is stated about 45
-        # times in the default 20000 documents (and again in some stories).
-        return "\n".join(rng.choice(facts) for _ in range(6)) + "\n"
+        # Eight of the equations the arithmetic problems need, one a line: each of the 374 is stated about 40
+        # times in the default 20000 documents (and once more in some stories).
+        return "\n".join(rng.choice(facts) for _ in range(8)) + "\n"
 
     def story() -> str:
         # Numbers told in a story, then worked in equations of math_facts(): how a number in words becomes a
@@ -95,23 +91,6 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
         )
         return f"{first} {second}"
 
-    def asked() -> str:
-        # "yes" and "no" in narrative, as answers checked against a creature's facts (boolq's answer words are
-        # otherwise never seen in pretraining, and their embeddings would stay untrained).
-        x, y = rng.sample(PEOPLE, 2)
-        c = rng.choice(world.creatures)
-        attr, values, phrase = rng.choice(
-            (("habitat", HABITATS, "lives in the {v}"), ("food", FOODS, "eats {v}"), ("color", COLORS, "is {v}"),
-             ("size", SIZES, "is {v}"), ("klass", tuple(CLASSES), "is {av}"))
-        )  # fmt: skip
-        true = getattr(c, attr)
-        said = phrase.format(v=true, av=with_article(true))
-        if rng.random() < 0.5:
-            return f"{x} asked {y} if the {c.name} {said}. {y} said yes."
-        other = rng.choice([v for v in values if v != true])
-        wrong = phrase.format(v=other, av=with_article(other))
-        return f"{x} asked {y} if the {c.name} {wrong}. {y} said no, it {said}."
-
     def roles() -> str:
         # Who a WinoGrande sentence means: the clause without its "because" part, then who did what.
         x, y = rng.sample(PEOPLE, 2)
@@ -125,6 +104,5 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
         fmt = {"k": k, "m": k + rng.randint(1, 8), "a": rng.choice(ARG_NAMES[kind])}
         return f"# {doc_pat.format(**fmt)}\nresult = {body_pat.format(**fmt)[len('return ') :]}\n"
 
-    writers = [creature, creature, creature, creature, tool, tool, social, routine, numbers, numbers, story, code,
-               roles, asked]  # fmt: skip
+    writers = [creature, creature, creature, creature, tool, social, routine, numbers, story, code, roles]
     return [rng.choice(writers)() for _ in range(n_documents)]

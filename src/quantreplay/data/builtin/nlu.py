@@ -118,12 +118,8 @@ def _siqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
     x, y = rng.sample(PEOPLE, 2)
     k = _pick(range(len(SOCIAL_EVENTS)), HELD_OUT_EVERY["social events"], split, rng)
     event, feel, want, describe = SOCIAL_EVENTS[k]
-    # Distractors as new to the model as the answer: a row about a held-out event offers the reactions of the
-    # other held-out events, any other row those of events that are not held out (a model that had learned
-    # which reactions training rows reward would otherwise pick them over any new one).
-    every = HELD_OUT_EVERY["social events"]
-    fresh = k % every == every - 1
-    others = [e for j, e in enumerate(SOCIAL_EVENTS) if j != k and (j % every == every - 1) == fresh]
+    offered = _offered(range(len(SOCIAL_EVENTS)), HELD_OUT_EVERY["social events"], split)
+    others = [SOCIAL_EVENTS[j] for j in offered if j != k]
     kind = rng.randrange(3)
     if kind == 0:
         question, correct, pool = f"How would {x} feel afterwards?", feel, [e[1] for e in others]
@@ -214,9 +210,11 @@ def _winogrande(world: World, rng: random.Random, slot: int, split: str) -> dict
     # The twin whose blank means the person at position slot % 2.
     template, who = pair[slot % 2]
     sentence = template.format(a=a, b=b)
-    options = [a, b]
-    prompt = f"{sentence}\nOption1: {a}\nOption2: {b}\nThe blank _ refers to"
-    return {"prompt": prompt, "choices": [" " + o for o in options], "answer": who, "target": " " + options[who]}
+    # The answer is the option's number, as WinoGrande's own answer field is: which person the template means is
+    # what is asked, not copying a name.
+    choices = [" 1", " 2"]
+    prompt = f"{sentence}\nOption1: {a}\nOption2: {b}\nThe blank _ refers to option"
+    return {"prompt": prompt, "choices": choices, "answer": who, "target": choices[who]}
 
 
 NLU_GENERATORS: dict[str, Callable[[World, random.Random, int, str], dict]] = {
