@@ -1,6 +1,7 @@
 """The built-in synthetic suite: deterministic, correct, and split without leaks."""
 
 import re
+from collections import Counter
 
 import pytest
 
@@ -11,6 +12,9 @@ from quantreplay.data.builtin import (
     generate_task,
     pretraining_corpus,
 )
+from quantreplay.data.builtin.math_code import EQUATION, math_facts
+from quantreplay.data.builtin.nlu import HELD_OUT_EVERY, TOOL_USES, WINO_PAIRS, held_out
+from quantreplay.data.builtin.world import ROUTINES, SOCIAL_EVENTS, WINO_TEMPLATES
 from quantreplay.data.rows import to_frame
 from quantreplay.judge import Program, judge_programs
 from quantreplay.sandbox import Limits, boundary
@@ -40,15 +44,76 @@ def test_same_seed_same_rows_other_seed_other_rows(suite, task):
     assert generate_task(task, seed=8, **SIZES)["train"] != suite[task]["train"]
 
 
-def test_multiple_choice_answers_are_balanced(suite):
-    # A model that always picks one position must not score well: every position is the answer sometimes.
-    for task, family in BUILTIN_TASKS.items():
-        if family != "nlu":
-            continue
-        rows = suite[task]["train"]
-        n_choices = len(rows[0]["choices"])
-        counts = [sum(r["answer"] == i for r in rows) for i in range(n_choices)]
-        assert min(counts) > 0.5 * len(rows) / n_choices, (task, counts)
+NLU_TASKS = [t for t, family in BUILTIN_TASKS.items() if family == "nlu"]
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("task", NLU_TASKS)
+def test_multiple_choice_answers_are_balanced(suite, task, split):
+    # A model that always picks one answer (one position, or "yes") must score no better than chance: no answer
+    # index is the right one in more than 1/choices + 0.05 of a split's rows (the generators place them evenly).
+    rows = suite[task][split]
+    n_choices = len(rows[0]["choices"])
+    assert all(len(r["choices"]) == n_choices for r in rows)
+    shares = {i: n / len(rows) for i, n in Counter(r["answer"] for r in rows).items()}
+    assert len(shares) == n_choices and max(shares.values()) <= 1 / n_choices + 0.05, shares
+    # The answer is the target, and the same string is never offered twice.
+    for r in rows:
+        assert r["choices"][r["answer"]] == r["target"] and len(set(r["choices"])) == n_choices, r
+
+
+def _names_pattern(template: str) -> str:
+    """A regex for `template` with every {placeholder} a word (captured)."""
+    return re.sub(r"\\\{\w+\\\}", r"(\\w+)", re.escape(template))
+
+
+def _asks_about(task: str, row: dict, world) -> object:
+    """The item of a world table that an nlu row asks about (the tables HELD_OUT_EVERY holds items out of)."""
+    prompt = row["prompt"]
+    first = prompt.split("\n")[0]
+    if task == "piqa":
+        return next(use for use in TOOL_USES if f"wants to {use[1]}." in prompt)
+    if task == "siqa":
+        return next(e for e in SOCIAL_EVENTS if re.match(_names_pattern(e[0]) + r"\. ", first))
+    if task == "hellaswag":
+        return next(name for name in ROUTINES if f" is {name}." in prompt)
+    if task == "winogrande":
+        return next(p for p in WINO_PAIRS for t, _ in p if re.fullmatch(_names_pattern(t), first))
+    if task == "openbookqa":
+        return next(c for c in world.creatures if row["target"] == " " + c.name)
+    return next(c for c in world.creatures if re.search(rf"\b{c.name}\b", prompt))
+
+
+HELD_OUT_TABLES = {
+    "piqa": (TOOL_USES, "tool uses"),
+    "siqa": (SOCIAL_EVENTS, "social events"),
+    "hellaswag": (tuple(ROUTINES), "routines"),
+    "winogrande": (WINO_PAIRS, "wino pairs"),
+}
+
+
+@pytest.mark.parametrize("task", NLU_TASKS)
+def test_held_out_items_are_asked_only_in_the_test_split(suite, task):
+    # No training row asks about a held-out item; about half of the test rows do (the rest ask about items that
+    # training rows ask about too), so the test split cannot be learned by heart from the training split.
+    world = build_world(7)
+    table, key = HELD_OUT_TABLES.get(task, (world.creatures, "creatures"))
+    fresh = held_out(table, HELD_OUT_EVERY[key])
+    assert 0 < len(fresh) < len(table)
+    assert not [r["id"] for r in suite[task]["train"] if _asks_about(task, r, world) in fresh]
+    share = sum(_asks_about(task, r, world) in fresh for r in suite[task]["test"]) / len(suite[task]["test"])
+    assert 0.4 <= share <= 0.6, share
+
+
+def test_boolq_is_half_yes_and_winogrande_uses_both_twins(suite):
+    for split in ("train", "test"):
+        assert Counter(r["target"] for r in suite["boolq"][split]) == {
+            " yes": len(suite["boolq"][split]) / 2,
+            " no": len(suite["boolq"][split]) / 2,
+        }
+        sentences = {r["prompt"].splitlines()[0] for r in suite["winogrande"][split]}
+        assert len(sentences) == len(suite["winogrande"][split])
+    assert len(WINO_PAIRS) * 2 == len(WINO_TEMPLATES) and all(p[0][1] == 0 and p[1][1] == 1 for p in WINO_PAIRS)
 
 
 def _evaluate_steps(target: str) -> int:
@@ -68,6 +133,19 @@ def test_math_targets_compute_and_end_with_the_answer(suite):
             last_line = row["target"].splitlines()[-2]
             # The last worked step states the same number the answer line reports.
             assert last_line.split(" = ")[-1].split()[0] == str(final), row["target"]
+
+
+def test_every_math_step_is_a_fact_the_corpus_states_many_times(suite):
+    # Fine-tuning teaches the procedure, not arithmetic: every equation of every worked answer is one of
+    # math_facts(), and the default corpus (20000 documents) states each of those at least 20 times.
+    facts = set(math_facts())
+    assert len(facts) == len(math_facts()) == 374
+    for split in ("train", "test"):
+        for row in suite["arithmetic"][split]:
+            steps = EQUATION.findall(row["target"])
+            assert len(steps) == 2 and set(steps) <= facts, row["target"]
+    counts = Counter(EQUATION.findall("\n".join(pretraining_corpus(seed=1234, n_documents=20000))))
+    assert set(counts) == facts and min(counts.values()) >= 20, min(counts.values())
 
 
 def test_math_answers_vary_and_are_never_negative():
@@ -103,8 +181,13 @@ def test_world_is_seeded_and_corpus_states_its_facts():
         assert f"The {c.name} eats {c.food}." in text
         assert f"It lives in the {c.habitat}." in text or c.habitat in text
     # Narrative, not instruction formats: no task prompt scaffolding leaks into pretraining.
-    for marker in ("Question:", "Answer:", "Answer1:", "####", '"""', "Option1:"):
+    for marker in ("Question:", "Answer:", "Answer1:", "####", '"""', "Option1:", "_"):
         assert marker not in text
+    # Who each WinoGrande template means, stated after the clause without its "because" part.
+    for template, who in WINO_TEMPLATES:
+        clause, predicate = template.removesuffix(".").split(" because _ ")
+        found = re.findall(_names_pattern(clause) + rf"\. The one who {re.escape(predicate)} was (\w+)\.", text)
+        assert found and all(m[who] == m[2] for m in found), template
     assert set(CLASSES) <= {w.strip(".") for w in text.split()}
 
 

@@ -39,8 +39,9 @@ BUILTIN_TASKS: dict[str, str] = {
     **{t: "math" for t in MATH_TASKS},
     **{t: "code" for t in CODE_TASKS},
 }
-# Each takes (world, rng) and returns one example (see the generator modules).
-GENERATORS: dict[str, Callable[[World, random.Random], dict]] = {
+# Each takes (world, rng, slot, split), slot the example's index within its split, and returns one example (see
+# the generator modules).
+GENERATORS: dict[str, Callable[[World, random.Random, int, str], dict]] = {
     **NLU_GENERATORS,
     **MATH_GENERATORS,
     **CODE_GENERATORS,
@@ -51,9 +52,12 @@ def generate_task(task: str, *, seed: int, train_size: int, test_size: int, n_cr
     """Generate the train and test rows of one built-in task.
 
     Examples are drawn until `train_size + test_size` distinct prompts exist, so no prompt is in both
-    splits (a prompt seen twice is dropped, not moved). Returns {"train": rows, "test": rows} with rows
-    following the contract in `quantreplay.data.rows`. Raises ValueError naming the task if it is unknown
-    or its template space is too small for the requested sizes.
+    splits (a prompt seen twice is dropped, not moved, and redrawn for the same slot). The first `test_size`
+    are the test split; each example gets its split and its index within it (`slot`), which place the answers
+    of multiple-choice tasks evenly over the positions and keep held-out items out of the training split.
+    Returns {"train": rows, "test": rows} with rows following the contract in `quantreplay.data.rows`.
+    Raises ValueError naming the task if it is unknown or its template space is too small for the requested
+    sizes.
     """
     if task not in GENERATORS:
         raise ValueError(f"unknown builtin task {task!r}; known: {', '.join(GENERATORS)}")
@@ -66,7 +70,10 @@ def generate_task(task: str, *, seed: int, train_size: int, test_size: int, n_cr
     max_duplicates_in_a_row = 2000
     duplicates_in_a_row = 0
     while len(examples) < wanted:
-        ex = GENERATORS[task](world, rng)
+        # The example's index within its split: multiple-choice generators put the answer at slot % choices.
+        split = "test" if len(examples) < test_size else "train"
+        slot = len(examples) if split == "test" else len(examples) - test_size
+        ex = GENERATORS[task](world, rng, slot, split)
         if ex["prompt"] in seen:
             duplicates_in_a_row += 1
             if duplicates_in_a_row > max_duplicates_in_a_row:

@@ -1,8 +1,9 @@
 """The pretraining corpus of the built-in suite: the world stated in plain narrative.
 
 No instruction formats: creatures' facts, what tools are for, how people react to events, how routines go,
-arithmetic statements and small Python functions, so that a base model pretrained on it knows the facts
-that the instruction tasks then ask about.
+who a WinoGrande sentence means, every equation the arithmetic problems need (alone and in small stories) and
+small Python functions, so that a base model pretrained on it knows the facts that the instruction tasks then
+ask about.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from quantreplay.data.builtin.math_code import ARG_NAMES, CODE_OPS
+from quantreplay.data.builtin.math_code import ADDENDS, ARG_NAMES, CODE_OPS, FACTORS, ITEMS, math_facts
 from quantreplay.data.builtin.world import (
     CLASSES,
     FOOD_TRAITS,
@@ -18,6 +19,7 @@ from quantreplay.data.builtin.world import (
     ROUTINES,
     SOCIAL_EVENTS,
     TOOLS,
+    WINO_TEMPLATES,
     build_world,
     with_article,
 )
@@ -46,7 +48,7 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
             f"Because it eats {c.food}, the {c.name} has {FOOD_TRAITS[c.food]}.",
         ]
         rng.shuffle(sents)
-        return " ".join([intro, *sents[: rng.randint(2, len(sents))]])
+        return " ".join([intro, *sents[: rng.randint(4, len(sents))]])
 
     def tool() -> str:
         person, t = rng.choice(PEOPLE), rng.choice(list(TOOLS))
@@ -66,15 +68,35 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
         person = rng.choice(PEOPLE)
         return f"When {person} was {name}, {person} " + ", then ".join(ROUTINES[name]) + "."
 
+    facts = math_facts()
+
     def numbers() -> str:
-        a, b = rng.randint(0, 50), rng.randint(0, 12)
-        return rng.choice(
+        # Eight of the equations the arithmetic problems need, one a line: each of the 374 is stated about 40
+        # times in the default 20000 documents (and once more in some stories).
+        return "\n".join(rng.choice(facts) for _ in range(8)) + "\n"
+
+    def story() -> str:
+        # Numbers told in a story, then worked in equations of math_facts(): how a number in words becomes a
+        # step (no questions, no "####": the tasks' format is left to fine-tuning).
+        person, item = rng.choice(PEOPLE), rng.choice(ITEMS)
+        a, b, c = rng.choice(FACTORS), rng.choice(FACTORS), rng.choice(ADDENDS)
+        p = a * b
+        first = f"{person} had {a} bags of {b} {item}, and {a} * {b} = {p}."
+        second = rng.choice(
             (
-                f"{a} plus {b} is {a + b}. {a} + {b} = {a + b}.",
-                f"{a} minus {b} is {a - b}.",
-                f"{b} times {a % 13} is {b * (a % 13)}. {b} * {a % 13} = {b * (a % 13)}.",
+                f"{person} found {c} more, and {p} + {c} = {p + c}.",
+                f"{person} lost {min(c, p)} of them, and {p} - {min(c, p)} = {p - min(c, p)}.",
+                f"{person} sold them for {p} dollars and was paid {p + c}, and {p + c} - {p} = {c}.",
             )
         )
+        return f"{first} {second}"
+
+    def roles() -> str:
+        # Who a WinoGrande sentence means: the clause without its "because" part, then who did what.
+        x, y = rng.sample(PEOPLE, 2)
+        template, who = rng.choice(WINO_TEMPLATES)
+        clause, predicate = template.removesuffix(".").split(" because _ ")
+        return f"{clause.format(a=x, b=y)}. The one who {predicate} was {(x, y)[who]}."
 
     def code() -> str:
         name_pat, doc_pat, body_pat, kind = rng.choice(CODE_OPS)
@@ -82,5 +104,5 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
         fmt = {"k": k, "m": k + rng.randint(1, 8), "a": rng.choice(ARG_NAMES[kind])}
         return f"# {doc_pat.format(**fmt)}\nresult = {body_pat.format(**fmt)[len('return ') :]}\n"
 
-    writers = [creature, creature, creature, tool, social, routine, numbers, code]
+    writers = [creature, creature, creature, creature, tool, social, routine, numbers, story, code, roles]
     return [rng.choice(writers)() for _ in range(n_documents)]

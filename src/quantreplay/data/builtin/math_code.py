@@ -1,10 +1,12 @@
 """Generators of the built-in suite's math and code tasks.
 
-- arithmetic: multi-step word problems whose worked answer is one equation per step, ending ``#### N``.
+- arithmetic: two-step word problems whose worked answer is one equation per step, ending ``#### N``; every
+  step is one of `math_facts()`, which the pretraining corpus states.
 - pyfunc: small Python functions from a HumanEval-style signature and docstring, with hidden tests
   (`CODE_OPS` is also what the pretraining corpus states as plain code).
 
-Each generator takes (world, rng) and returns one example as a dict with prompt and target; pyfunc rows also
+Each generator takes (world, rng, slot, split) (which place multiple-choice answers and hold items out of
+training; these ignore them) and returns one example as a dict with prompt and target; pyfunc rows also
 carry tests, entry_point and code_prefix.
 """
 
@@ -17,90 +19,79 @@ from collections.abc import Callable
 from quantreplay.data.builtin.world import PEOPLE, World
 
 EQUATION = re.compile(r"\d+(?: [-+*] \d+)+ = \d+")
+# Every number a problem multiplies: both factors of its first step (the times tables up to 6 x 6).
+FACTORS = range(2, 7)
+# Every small number a problem adds to a product or takes away (1 to 9).
+ADDENDS = range(1, 10)
+ITEMS = ("apples", "shells", "coins", "stamps", "pencils", "marbles", "cards", "eggs")
 
 
-def _arithmetic(world: World, rng: random.Random) -> dict:
-    """A two- or three-step word problem; the worked answer is built from the same numbers it reports."""
+def math_facts() -> tuple[str, ...]:
+    """Every equation a worked answer of `_arithmetic` can contain, each once: the pretraining corpus states them.
+
+    A product of two `FACTORS`; a product plus an `ADDENDS`; a product minus an addend no larger than it; a
+    product plus an addend, minus the product. 374 distinct equations: few enough that a small base learns
+    every one from the corpus, so fine-tuning has to teach the procedure (which numbers of the question go
+    into which step), not arithmetic.
+    """
+    facts: list[str] = []
+    products = sorted({a * b for a in FACTORS for b in FACTORS})
+    facts += [f"{a} * {b} = {a * b}" for a in FACTORS for b in FACTORS]
+    facts += [f"{p} + {c} = {p + c}" for p in products for c in ADDENDS]
+    facts += [f"{p} - {c} = {p - c}" for p in products for c in ADDENDS if c <= p]
+    facts += [f"{p + c} - {p} = {c}" for p in products for c in ADDENDS]
+    # 10 - 4 = 6 is both a product minus an addend and a product plus an addend minus the product: once each.
+    return tuple(dict.fromkeys(facts))
+
+
+def _arithmetic(world: World, rng: random.Random, slot: int = 0, split: str = "train") -> dict:
+    """A two-step word problem: a product, then a small number added or taken away.
+
+    Every step is one of `math_facts()`, which the pretraining corpus states; the question names its numbers
+    in the order the steps use them, and the worked answer is built from the same numbers it reports.
+    """
     person, friend = rng.sample(PEOPLE, 2)
-    item = rng.choice(("apples", "shells", "coins", "stamps", "pencils", "marbles", "cards", "eggs"))
-    # Small numbers: products stay in the times tables and sums below 100, which the pretraining corpus
-    # states, so a small model can learn the procedure rather than long arithmetic.
-    start = rng.randint(2, 20)
+    item = rng.choice(ITEMS)
+    a, b = rng.choice(FACTORS), rng.choice(FACTORS)
+    p = a * b
+    c = rng.choice(ADDENDS)
     kind = rng.randrange(5)
     if kind == 0:
-        bags, each, given = rng.randint(2, 5), rng.randint(2, 9), rng.randint(1, start)
-        bought = bags * each
-        total = start + bought
-        final = total - given
         question = (
-            f"{person} has {start} {item}. {person} buys {bags} bags with {each} {item} each, then gives "
-            f"{given} {item} to {friend}. How many {item} does {person} have now?"
+            f"{person} buys {a} bags with {b} {item} each and already has {c} {item}. "
+            f"How many {item} does {person} have now?"
         )
-        steps = [
-            f"{person} buys {bags} * {each} = {bought} {item}.",
-            f"Then {person} has {start} + {bought} = {total} {item}.",
-            f"After giving {given} away, {person} has {total} - {given} = {final} {item}.",
-        ]
+        steps, final = [f"{a} * {b} = {p}", f"{p} + {c} = {p + c}"], p + c
     elif kind == 1:
-        per_day, days = rng.randint(2, 9), rng.randint(2, 5)
-        made = per_day * days
         # Never more than there is: answers stay non-negative.
-        lost = rng.randint(1, min(9, start + made))
-        final = start + made - lost
+        c = min(c, p)
         question = (
-            f"{person} has {start} {item} and collects {per_day} more every day for {days} days. "
-            f"{person} loses {lost} of them. How many {item} does {person} have?"
+            f"{person} collects {a} {item} every day for {b} days, then loses {c} of them. "
+            f"How many {item} does {person} have?"
         )
-        steps = [
-            f"{person} collects {per_day} * {days} = {made} {item}.",
-            f"Then {person} has {start} + {made} = {start + made} {item}.",
-            f"After losing {lost}, {person} has {start + made} - {lost} = {final} {item}.",
-        ]
+        steps, final = [f"{a} * {b} = {p}", f"{p} - {c} = {p - c}"], p - c
     elif kind == 2:
-        groups = rng.randint(2, 5)
-        each = rng.randint(2, 9)
-        total = groups * each
-        extra = rng.randint(1, 9)
-        final = total + extra
         question = (
-            f"{person} shares {item} equally among {groups} friends so each friend gets {each}. "
-            f"{person} keeps {extra} more. How many {item} did {person} have?"
+            f"{person} shares {item} equally among {a} friends so each friend gets {b}. "
+            f"{person} keeps {c} more. How many {item} did {person} have?"
         )
-        steps = [
-            f"The friends get {groups} * {each} = {total} {item}.",
-            f"With the {extra} kept, {person} had {total} + {extra} = {final} {item}.",
-        ]
+        steps, final = [f"{a} * {b} = {p}", f"{p} + {c} = {p + c}"], p + c
     elif kind == 3:
-        price, count, paid_extra = rng.randint(2, 9), rng.randint(2, 5), rng.randint(1, 9)
-        cost = price * count
-        paid = cost + paid_extra
-        final = paid - cost
         question = (
-            f"{person} buys {count} {item} at {price} dollars each and pays with {paid} dollars. "
+            f"{person} buys {a} {item} at {b} dollars each and pays with {p + c} dollars. "
             f"How much change does {person} get?"
         )
-        steps = [
-            f"The {item} cost {count} * {price} = {cost} dollars.",
-            f"The change is {paid} - {cost} = {final} dollars.",
-        ]
+        steps, final = [f"{a} * {b} = {p}", f"{p + c} - {p} = {c}"], c
     else:
-        first, ratio = rng.randint(2, 9), rng.randint(2, 3)
-        second = first * ratio
-        final = first + second + start
         question = (
-            f"{person} has {start} {item}. {friend} gives {person} {first} {item}, and later gives "
-            f"{ratio} times as many as before. How many {item} does {person} have now?"
+            f"{friend} gives {person} {a} bags of {b} {item}, and {person} finds {c} more. "
+            f"How many {item} does {person} have?"
         )
-        steps = [
-            f"The second gift is {ratio} * {first} = {second} {item}.",
-            f"In all {person} has {start} + {first} + {second} = {final} {item}.",
-        ]
-    # The worked answer keeps only each step's equation: the same procedure as GSM8K's worked answers in a
-    # third of the tokens, which a few-million-parameter model can learn within a stage.
-    equations = [EQUATION.search(step).group(0) for step in steps]
+        steps, final = [f"{a} * {b} = {p}", f"{p} + {c} = {p + c}"], p + c
+    # The worked answer is one equation per step, as GSM8K's worked answers are, in a third of their tokens.
     return {
         "prompt": f"Question: {question}\nAnswer:",
-        "target": " " + "\n".join(equations) + f"\n#### {final}",
+        "target": " " + "\n".join(steps) + f"\n#### {final}",
         "final": final,
     }
 
@@ -205,7 +196,7 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen")  # fmt: skip
 
 
-def _pyfunc(world: World, rng: random.Random) -> dict:
+def _pyfunc(world: World, rng: random.Random, slot: int = 0, split: str = "train") -> dict:
     name_pat, doc_pat, body_pat, kind = rng.choice(CODE_OPS)
     # 2..9 keeps every op meaningful (multiples of 0 or repeating 0 times would be degenerate); m > k so that
     # ranges are never empty.
@@ -225,5 +216,5 @@ def _pyfunc(world: World, rng: random.Random) -> dict:
     return {"prompt": prompt, "target": target, "tests": tests, "entry_point": entry_point, "code_prefix": prompt}
 
 
-MATH_GENERATORS: dict[str, Callable[[World, random.Random], dict]] = {"arithmetic": _arithmetic}
-CODE_GENERATORS: dict[str, Callable[[World, random.Random], dict]] = {"pyfunc": _pyfunc}
+MATH_GENERATORS: dict[str, Callable[[World, random.Random, int, str], dict]] = {"arithmetic": _arithmetic}
+CODE_GENERATORS: dict[str, Callable[[World, random.Random, int, str], dict]] = {"pyfunc": _pyfunc}

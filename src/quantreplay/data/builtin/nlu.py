@@ -1,8 +1,12 @@
 """Generators of the built-in suite's eight nlu tasks, multiple choice shaped like the paper's datasets.
 
 BoolQ, PIQA, SocialIQA, ARC-Challenge, ARC-Easy, OpenBookQA, HellaSwag and WinoGrande. Each generator takes
-(world, rng) and returns one example as a dict with prompt, target, choices (the answer strings scored by
-log-likelihood) and answer (the index of the correct one).
+(world, rng, slot, split) and returns one example as a dict with prompt, target, choices (the answer strings
+scored by log-likelihood) and answer (the index of the correct one). `slot` is the example's index within its
+split (`generate_task` passes it): the correct answer goes to position `slot % len(choices)`, so every answer
+position is equally common in every split and a model that always picks one position scores chance. `split`
+says whether the row may ask about a held-out item (`HELD_OUT_EVERY`): half of the test rows do, no
+training row does.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from quantreplay.data.builtin.world import (
     HABITATS,
     PEOPLE,
     ROUTINES,
+    SIZES,
     SOCIAL_EVENTS,
     TOOLS,
     WINO_TEMPLATES,
@@ -26,9 +31,16 @@ from quantreplay.data.builtin.world import (
 )
 
 
-def _mc(prompt: str, correct: str, wrong: list[str], rng: random.Random) -> dict:
-    choices = [correct, *wrong]
-    rng.shuffle(choices)
+def _place(correct: str, wrong: list[str], slot: int, rng: random.Random) -> list[str]:
+    """The wrong options in a seeded order with `correct` inserted at position `slot % (len(wrong) + 1)`."""
+    wrong = list(wrong)
+    rng.shuffle(wrong)
+    k = slot % (len(wrong) + 1)
+    return [*wrong[:k], correct, *wrong[k:]]
+
+
+def _mc(prompt: str, correct: str, wrong: list[str], rng: random.Random, slot: int) -> dict:
+    choices = _place(correct, wrong, slot, rng)
     return {"prompt": prompt, "choices": choices, "answer": choices.index(correct), "target": correct}
 
 
@@ -39,42 +51,61 @@ def _listed_row(question: str, options: list[str], correct: str) -> dict:
             "target": " " + correct}  # fmt: skip
 
 
-def _boolq(world: World, rng: random.Random) -> dict:
-    # Reading comprehension: the passage holds every fact needed, so this tests reading, not memory.
-    person = rng.choice(PEOPLE)
-    tools = rng.sample(list(TOOLS), 3)
-    colors = rng.sample(COLORS, 3)
-    places = rng.sample(("shed", "kitchen", "attic", "garden", "cellar", "barn"), 2)
-    passage = (
-        f"{person} keeps {with_article(colors[0])} {tools[0]} and {with_article(colors[1])} {tools[1]} "
-        f"in the {places[0]}. "
-        f"The {tools[2]} is {colors[2]} and lies in the {places[1]}."
-    )
-    i = rng.randrange(3)
-    if rng.random() < 0.5:
-        asked = rng.choice(COLORS)
-        question = f"is the {tools[i]} {asked}?"
-        truth = asked == colors[i]
-    else:
-        place = rng.choice(places)
-        question = f"is the {tools[i]} in the {place}?"
-        truth = place == (places[0] if i < 2 else places[1])
+# Every `every`-th item (the last of each group of `every`) is held out: no training row asks about it, half of
+# the test rows do. Their facts are in the pretraining corpus, so the test measures how well the adapter turns
+# what the base knows into answers as well as what the training rows taught (and a test split cannot be learned
+# by heart from the training split).
+HELD_OUT_EVERY = {"creatures": 4, "tool uses": 3, "social events": 4, "routines": 3, "wino pairs": 4}
+
+
+def held_out(items, every: int) -> list:
+    """The held-out items of a table: every `every`-th one, starting at index `every - 1`."""
+    return [x for i, x in enumerate(items) if i % every == every - 1]
+
+
+def _pick(items, every: int, split: str, rng: random.Random):
+    """One item for a row: a training row draws from the items that are not held out, a test row from the
+    held-out ones with probability one half."""
+    fresh = split == "test" and rng.random() < 0.5
+    return rng.choice([x for i, x in enumerate(items) if (i % every == every - 1) == fresh])
+
+
+def _offered(items, every: int, split: str) -> list:
+    """The items a row may offer as distractors: in a training row none that is held out (a model must not
+    learn that they are always wrong), in a test row any."""
+    return [x for i, x in enumerate(items) if split == "test" or i % every != every - 1]
+
+
+def _boolq(world: World, rng: random.Random, slot: int, split: str) -> dict:
+    # A yes/no question about a creature. Half ask about its size or colour, which the passage states (reading);
+    # half about where it lives, what it eats or what it is, which only the pretraining corpus states (memory;
+    # the place the passage names is a distractor). Odd slots are "yes".
+    truth = slot % 2 == 1
+    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
+    spot = rng.choice(HABITATS)
+    passage = f"{rng.choice(PEOPLE)} saw {with_article(c.size)} {c.color} {c.name} near the {spot}."
+    reading = (("color", COLORS, "is the {n} {v}?"), ("size", SIZES, "is the {n} {v}?"))
+    memory = (("habitat", HABITATS, "does the {n} live in the {v}?"), ("food", FOODS, "does the {n} eat {v}?"),
+              ("klass", tuple(CLASSES), "is the {n} {av}?"))  # fmt: skip
+    attr, values, question = rng.choice(reading if rng.random() < 0.5 else memory)
+    value = getattr(c, attr) if truth else rng.choice([v for v in values if v != getattr(c, attr)])
     choices = [" no", " yes"]
     return {
-        "prompt": f"{passage}\nQuestion: {question}\nAnswer:",
+        "prompt": f"{passage}\nQuestion: {question.format(n=c.name, v=value, av=with_article(value))}\nAnswer:",
         "choices": choices,
         "answer": int(truth),
         "target": choices[int(truth)],
     }
 
 
-def _piqa(world: World, rng: random.Random) -> dict:
-    tool = rng.choice(list(TOOLS))
-    goal = rng.choice(TOOLS[tool])
+TOOL_USES = tuple((tool, goal) for tool, goals in TOOLS.items() for goal in goals)
+
+
+def _piqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
+    tool, goal = _pick(TOOL_USES, HELD_OUT_EVERY["tool uses"], split, rng)
     other = rng.choice([t for t in TOOLS if t != tool])
     correct = f" use the {tool}"
-    solutions = [correct, f" use the {other}"]
-    rng.shuffle(solutions)
+    solutions = _place(correct, [f" use the {other}"], slot, rng)
     # The person only varies the surface; which tool fits the goal is the knowledge being asked for.
     prompt = (
         f"Goal: {rng.choice(PEOPLE)} wants to {goal}.\nSolution 1:{solutions[0]}\nSolution 2:{solutions[1]}\n"
@@ -83,11 +114,12 @@ def _piqa(world: World, rng: random.Random) -> dict:
     return {"prompt": prompt, "choices": solutions, "answer": solutions.index(correct), "target": correct}
 
 
-def _siqa(world: World, rng: random.Random) -> dict:
+def _siqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
     x, y = rng.sample(PEOPLE, 2)
-    k = rng.randrange(len(SOCIAL_EVENTS))
+    k = _pick(range(len(SOCIAL_EVENTS)), HELD_OUT_EVERY["social events"], split, rng)
     event, feel, want, describe = SOCIAL_EVENTS[k]
-    others = [e for j, e in enumerate(SOCIAL_EVENTS) if j != k]
+    offered = _offered(range(len(SOCIAL_EVENTS)), HELD_OUT_EVERY["social events"], split)
+    others = [SOCIAL_EVENTS[j] for j in offered if j != k]
     kind = rng.randrange(3)
     if kind == 0:
         question, correct, pool = f"How would {x} feel afterwards?", feel, [e[1] for e in others]
@@ -97,84 +129,95 @@ def _siqa(world: World, rng: random.Random) -> dict:
         question, correct, pool = f"How would you describe {x}?", describe, [e[3] for e in others]
     wrong = rng.sample(sorted(set(pool) - {correct}), 2)
     fmt = {"x": x, "y": y}
-    options = [o.format(**fmt) for o in (correct, *wrong)]
-    rng.shuffle(options)
-    correct = correct.format(**fmt)
+    options = _place(correct.format(**fmt), [o.format(**fmt) for o in wrong], slot, rng)
     context = event.format(**fmt) + "."
-    return _listed_row(f"{context} {question}", options, correct)
+    return _listed_row(f"{context} {question}", options, correct.format(**fmt))
 
 
-def _arc_easy(world: World, rng: random.Random) -> dict:
+def _arc_easy(world: World, rng: random.Random, slot: int, split: str) -> dict:
     # One hop: a stored fact about one creature.
-    c = rng.choice(world.creatures)
+    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
     attr, values, noun = rng.choice(
         (("habitat", HABITATS, "Where does the {n} live?"), ("food", FOODS, "What does the {n} eat?"),
          ("color", COLORS, "What color is the {n}?"), ("klass", tuple(CLASSES), "What kind of animal is the {n}?"))
     )  # fmt: skip
     correct = getattr(c, attr)
-    wrong = rng.sample([v for v in values if v != correct], 3)
-    options = [correct, *wrong]
-    rng.shuffle(options)
+    options = _place(correct, rng.sample([v for v in values if v != correct], 3), slot, rng)
     return _listed_row("Question: " + noun.format(n=c.name), options, correct)
 
 
-def _arc_challenge(world: World, rng: random.Random) -> dict:
+def _arc_challenge(world: World, rng: random.Random, slot: int, split: str) -> dict:
     # Two hops: the creature's class (a stored fact), then a property of that class (a general fact).
-    c = rng.choice(world.creatures)
-    slot = rng.randrange(3)
+    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
+    k = rng.randrange(3)
     question = ("What covers the body of the {n}?", "How does the {n} move?", "How are the young of the {n} born?")[
-        slot
+        k
     ].format(n=c.name)
-    correct = CLASSES[c.klass][slot]
-    wrong = sorted({v[slot] for v in CLASSES.values()} - {correct})
+    correct = CLASSES[c.klass][k]
+    wrong = sorted({v[k] for v in CLASSES.values()} - {correct})
     if len(wrong) < 3:
         # Only two ways to be born: fill with properties of other slots so there are always four options.
-        wrong += [v[(slot + 1) % 3] for v in CLASSES.values() if v[(slot + 1) % 3] not in wrong][: 3 - len(wrong)]
-    wrong = rng.sample(wrong, 3)
-    options = [correct, *wrong]
-    rng.shuffle(options)
+        wrong += [v[(k + 1) % 3] for v in CLASSES.values() if v[(k + 1) % 3] not in wrong][: 3 - len(wrong)]
+    options = _place(correct, rng.sample(wrong, 3), slot, rng)
     return _listed_row("Question: " + question, options, correct)
 
 
-def _openbookqa(world: World, rng: random.Random) -> dict:
+def _openbookqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
     # The rule is given in the prompt (the "open book"); which creature it applies to must be remembered.
-    food = rng.choice(FOODS)
-    eaters = [c for c in world.creatures if c.food == food]
-    others = [c for c in world.creatures if c.food != food]
-    if not eaters or len(others) < 3:
-        return _openbookqa(world, rng)
-    correct = rng.choice(eaters).name
-    wrong = [c.name for c in rng.sample(others, 3)]
-    options = [correct, *wrong]
-    rng.shuffle(options)
-    fact = f"Fact: every creature that eats {food} has {FOOD_TRAITS[food]}."
-    return _listed_row(f"{fact}\nQuestion: Which of these has {FOOD_TRAITS[food]}?", options, correct)
+    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
+    offered = _offered(world.creatures, HELD_OUT_EVERY["creatures"], split)
+    others = [o for o in offered if o.food != c.food]
+    if len(others) < 3:
+        return _openbookqa(world, rng, slot, split)
+    options = _place(c.name, [o.name for o in rng.sample(others, 3)], slot, rng)
+    trait = FOOD_TRAITS[c.food]
+    fact = f"Fact: every creature that eats {c.food} has {trait}."
+    return _listed_row(f"{fact}\nQuestion: Which of these has {trait}?", options, c.name)
 
 
-def _hellaswag(world: World, rng: random.Random) -> dict:
-    name = rng.choice(list(ROUTINES))
+def _hellaswag(world: World, rng: random.Random, slot: int, split: str) -> dict:
+    name = _pick(list(ROUTINES), HELD_OUT_EVERY["routines"], split, rng)
     steps = ROUTINES[name]
     person = rng.choice(PEOPLE)
-    k = rng.randrange(1, len(steps))
-    # The day only varies the surface; the routine's next step is what is asked for.
+    # The day only varies the surface; the routine's order is what is asked for.
     day = rng.choice(("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"))
-    context = f"On {day}, {person} is {name}. " + " Then ".join(f"{person} {s}." for s in steps[:k])
-    correct = f" {steps[k]}."
-    pool = [s for r, ss in ROUTINES.items() if r != name for s in ss] + [s for s in steps[:k]]
-    wrong = [f" {s}." for s in rng.sample(pool, 3)]
-    return _mc(f"{context} Then {person}", correct, wrong, rng)
+    others = [s for r in _offered(list(ROUTINES), HELD_OUT_EVERY["routines"], split) if r != name for s in ROUTINES[r]]
+    k = rng.randrange(1, len(steps))
+    if rng.random() < 0.5:
+        # Forwards: the steps so far, then the next one; a later step of the same routine, when there is one, is
+        # the closest distractor (right topic, wrong order).
+        context = f"On {day}, {person} is {name}. " + " Then ".join(f"{person} {s}." for s in steps[:k])
+        prompt, correct = f"{context} Then {person}", steps[k]
+        near = list(steps[k + 1 : k + 2])
+        pool = others + list(steps[:k])
+    else:
+        # Backwards: what came just before a step. The corpus tells every routine forwards only, so this asks
+        # for the order read the other way; the other steps of the same routine are the close distractors.
+        prompt, correct = f"On {day}, {person} is {name}. Before {person} {steps[k]}, {person}", steps[k - 1]
+        near = [rng.choice([s for j, s in enumerate(steps) if j not in (k - 1, k)])]
+        pool = others
+    wrong = [f" {s}." for s in near + rng.sample(pool, 3 - len(near))]
+    return _mc(prompt, f" {correct}.", wrong, rng, slot)
 
 
-def _winogrande(world: World, rng: random.Random) -> dict:
+# WinoGrande's twin pairs: (template whose blank means {a}, its twin whose blank means {b}).
+WINO_PAIRS = tuple(zip(WINO_TEMPLATES[0::2], WINO_TEMPLATES[1::2], strict=True))
+
+
+def _winogrande(world: World, rng: random.Random, slot: int, split: str) -> dict:
     a, b = rng.sample(PEOPLE, 2)
-    template, who = rng.choice(WINO_TEMPLATES)
+    pair = _pick(WINO_PAIRS, HELD_OUT_EVERY["wino pairs"], split, rng)
+    # The twin whose blank means the person at position slot % 2.
+    template, who = pair[slot % 2]
     sentence = template.format(a=a, b=b)
-    options = [a, b]
-    prompt = f"{sentence}\nOption1: {a}\nOption2: {b}\nThe blank _ refers to"
-    return {"prompt": prompt, "choices": [" " + o for o in options], "answer": who, "target": " " + options[who]}
+    # The answer is the option's number, as WinoGrande's own answer field is: which person the template means is
+    # what is asked, not copying a name.
+    choices = [" 1", " 2"]
+    prompt = f"{sentence}\nOption1: {a}\nOption2: {b}\nThe blank _ refers to option"
+    return {"prompt": prompt, "choices": choices, "answer": who, "target": choices[who]}
 
 
-NLU_GENERATORS: dict[str, Callable[[World, random.Random], dict]] = {
+NLU_GENERATORS: dict[str, Callable[[World, random.Random, int, str], dict]] = {
     "boolq": _boolq,
     "piqa": _piqa,
     "siqa": _siqa,
