@@ -191,6 +191,20 @@ def test_world_is_seeded_and_corpus_states_its_facts():
     assert set(CLASSES) <= {w.strip(".") for w in text.split()}
 
 
+def test_every_answer_word_of_the_nlu_tasks_is_in_the_pretraining_corpus(suite):
+    # A LoRA on a frozen base cannot raise the logit of a token whose tied embedding pretraining never trained
+    # (boolq's " yes" and " no" once stuck it at a constant answer): every word by which a row's right answer
+    # differs from its other choices (log-likelihood scoring compares them; shared words cancel) is pretrained.
+    words = Counter(re.findall(r"\w+", "\n".join(pretraining_corpus(seed=7, n_documents=20000))))
+    for task in NLU_TASKS:
+        answer_words = set()
+        for row in suite[task]["train"]:
+            each = [set(re.findall(r"\w+", c)) for c in row["choices"]]
+            answer_words |= each[row["answer"]] - set.intersection(*each)
+        rare = sorted(w for w in answer_words if words[w] < 50)
+        assert not rare, (task, rare[:10])
+
+
 def test_too_many_examples_is_a_clear_error():
     with pytest.raises(ValueError, match="winogrande.*distinct prompts"):
         generate_task("winogrande", seed=0, train_size=100_000, test_size=10)

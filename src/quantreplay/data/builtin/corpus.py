@@ -1,9 +1,9 @@
 """The pretraining corpus of the built-in suite: the world stated in plain narrative.
 
-No instruction formats: creatures' facts, what tools are for, how people react to events, how routines go,
-who a WinoGrande sentence means, every equation the arithmetic problems need (alone and in small stories) and
-small Python functions, so that a base model pretrained on it knows the facts that the instruction tasks then
-ask about.
+No instruction formats: creatures' facts, what tools are for, how people react to events, how
+routines go, who a WinoGrande sentence means, yes and no as answers about a creature, every equation the arithmetic
+problems need (alone and in small stories) and small Python functions, so that a base model pretrained on it knows
+the facts that the instruction tasks then ask about.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 
 from quantreplay.data.builtin.math_code import ADDENDS, ARG_NAMES, CODE_OPS, FACTORS, ITEMS, math_facts
+from quantreplay.data.builtin.nlu import BOOLQ_MEMORY, BOOLQ_READING
 from quantreplay.data.builtin.world import (
     CLASSES,
     FOOD_TRAITS,
@@ -91,6 +92,18 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
         )
         return f"{first} {second}"
 
+    def asked() -> str:
+        # " yes" and " no" in narrative, as answers to boolq's own questions about a creature's facts. boolq's
+        # answer words are otherwise in no pretraining text: their tied embeddings stay near zero, and a LoRA on
+        # the frozen base cannot raise their logits (boolq was stuck at p(yes) + p(no) = 0.03 after training).
+        x, y = rng.sample(PEOPLE, 2)
+        c = rng.choice(world.creatures)
+        attr, values, question = rng.choice(BOOLQ_READING + BOOLQ_MEMORY)
+        truth = rng.random() < 0.5
+        value = getattr(c, attr) if truth else rng.choice([v for v in values if v != getattr(c, attr)])
+        asked = question.format(n=c.name, v=value, av=with_article(value))
+        return f"{x} asked {y}: {asked} {y} answered {'yes' if truth else 'no'}."
+
     def roles() -> str:
         # Who a WinoGrande sentence means: the clause without its "because" part, then who did what.
         x, y = rng.sample(PEOPLE, 2)
@@ -104,5 +117,5 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
         fmt = {"k": k, "m": k + rng.randint(1, 8), "a": rng.choice(ARG_NAMES[kind])}
         return f"# {doc_pat.format(**fmt)}\nresult = {body_pat.format(**fmt)[len('return ') :]}\n"
 
-    writers = [creature, creature, creature, creature, tool, social, routine, numbers, story, code, roles]
+    writers = [creature, creature, creature, creature, tool, social, routine, numbers, story, code, roles, asked]
     return [rng.choice(writers)() for _ in range(n_documents)]

@@ -76,6 +76,14 @@ def _offered(items, every: int, split: str) -> list:
     return [x for i, x in enumerate(items) if split == "test" or i % every != every - 1]
 
 
+# boolq's questions: (attribute, its values, question); {n} the creature, {v} the value, {av} it with an article.
+# The reading ones ask what the passage states, the memory ones what only the pretraining corpus states (which
+# also asks all of them, with yes or no answers: quantreplay.data.builtin.corpus).
+BOOLQ_READING = (("color", COLORS, "is the {n} {v}?"), ("size", SIZES, "is the {n} {v}?"))
+BOOLQ_MEMORY = (("habitat", HABITATS, "does the {n} live in the {v}?"), ("food", FOODS, "does the {n} eat {v}?"),
+                ("klass", tuple(CLASSES), "is the {n} {av}?"))  # fmt: skip
+
+
 def _boolq(world: World, rng: random.Random, slot: int, split: str) -> dict:
     # A yes/no question about a creature. Half ask about its size or colour, which the passage states (reading);
     # half about where it lives, what it eats or what it is, which only the pretraining corpus states (memory;
@@ -84,10 +92,7 @@ def _boolq(world: World, rng: random.Random, slot: int, split: str) -> dict:
     c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
     spot = rng.choice(HABITATS)
     passage = f"{rng.choice(PEOPLE)} saw {with_article(c.size)} {c.color} {c.name} near the {spot}."
-    reading = (("color", COLORS, "is the {n} {v}?"), ("size", SIZES, "is the {n} {v}?"))
-    memory = (("habitat", HABITATS, "does the {n} live in the {v}?"), ("food", FOODS, "does the {n} eat {v}?"),
-              ("klass", tuple(CLASSES), "is the {n} {av}?"))  # fmt: skip
-    attr, values, question = rng.choice(reading if rng.random() < 0.5 else memory)
+    attr, values, question = rng.choice(BOOLQ_READING if rng.random() < 0.5 else BOOLQ_MEMORY)
     value = getattr(c, attr) if truth else rng.choice([v for v in values if v != getattr(c, attr)])
     choices = [" no", " yes"]
     return {
