@@ -69,6 +69,10 @@ def check_command_line(orig_argv: Sequence[str] | None = None) -> None:
         print(error.line(), file=sys.stderr, flush=True)
         # A start-up hook's SystemExit would be reported as an error in the .pth file; leave at once instead.
         os._exit(1)
+    # The workflow imports the library of its own checkout (rules/common.smk puts it first on sys.path), which
+    # need not be the one installed in this environment: forget the copy imported here.
+    for name in [m for m in sys.modules if m == "quantreplay" or m.startswith("quantreplay.")]:
+        del sys.modules[name]
 
 
 def install(site_packages: str | Path) -> Path:
