@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from quantreplay import lm
+from quantreplay import controls, lm
 from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, truncate_at_stop
 from quantreplay.judge import count_passes
 from quantreplay.loglik import choice_loglikelihoods
@@ -326,6 +326,7 @@ def evaluate_checkpoint(
         "wall_seconds": time.perf_counter() - started,
         "startup_seconds": startup,
         "compute_dtype": compute_dtype(precision, quant=quant, device=device),
+        "control_arm": controls.describe(precision, noise_seed=quant.noise_seed),
         "cpu_capability": cpu_capability(),
         "device": lm.device_name(device),
         "code_sandbox": sandbox,

@@ -28,6 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from quantreplay.bases import read_base
+from quantreplay.controls import is_control_arm
 from quantreplay.intervals import AnalysisSettings, detectable_difference, paired_difference
 from quantreplay.io import read_json
 
@@ -120,7 +121,8 @@ class _Run:
         self.model, self.families, self.stages, self.settings = model, families, list(stages), settings
         self.intervals = intervals
         self.groups = {(p, b): seeds for (m, p, b), seeds in groups.items() if m == model}
-        self.precisions = list(dict.fromkeys(p for p, _ in self.groups))
+        # The claims are about the paper's precisions; the control arms answer why (the mechanism table).
+        self.precisions = list(dict.fromkeys(p for p, _ in self.groups if not is_control_arm(p)))
         buffers = list(dict.fromkeys(b for _, b in self.groups))
         self.fractions = sorted((f, b) for b in buffers if (f := _fraction(b)) is not None)
         self.seeds = len(next(iter(self.groups.values())))

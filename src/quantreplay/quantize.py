@@ -3,7 +3,8 @@
 fp32, bf16 and fp16 load the weights in that dtype. int8 is bitsandbytes' LLM.int8 (`Linear8bitLt`, int8
 weights with fp16/fp32 outliers above a threshold), nf4 is bitsandbytes' 4-bit NormalFloat with double
 quantization (`Linear4bit`, packed uint8 weights, block size 64), the QLoRA recipe. Embeddings, norms and the
-output head stay unquantized, as in both papers.
+output head stay unquantized, as in both papers. The control arms (quantreplay.controls) are precisions too: an
+fp32 base changed in one chosen part of what int8 or nf4 does to it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from quantreplay.settings import Settings, one_of, positive, setting
+from quantreplay.controls import CONTROL_ARMS, apply_arm, is_control_arm
+from quantreplay.settings import Settings, non_negative, one_of, positive, setting
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "nf4", *CONTROL_ARMS)
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
@@ -32,13 +34,15 @@ class QuantConfig(Settings):
     and scales, int8 weights) and multiplies in fp32, so a result does not depend on which CPU ran it and no
     precision is slow on a CPU without bf16 or fp16 hardware (there, bf16 and fp16 matmuls are 25-70x slower than
     fp32); `native` computes as a GPU does (bf16 and fp16 natively, NF4 in nf4_compute_dtype), fast only on CPUs
-    with AMX or AVX-512 bf16/fp16 units. On a GPU every precision computes natively.
+    with AMX or AVX-512 bf16/fp16 units. On a GPU every precision computes natively. noise_seed: the seed of the
+    `noise-*` and `permuted-nf4` control arms' draws (quantreplay.controls), the same for every cell.
     """
 
     int8_threshold: float = setting(6.0, positive, "positive")
     nf4_double_quant: bool = setting(True)
     nf4_compute_dtype: str = setting("bf16", one_of(*DTYPES), f"one of {', '.join(DTYPES)}")
     cpu_compute: str = setting("fp32", one_of(*CPU_COMPUTE), f"one of {', '.join(CPU_COMPUTE)}")
+    noise_seed: int = setting(0, non_negative, "an integer >= 0")
 
 
 def quiet_bitsandbytes() -> None:
@@ -69,6 +73,8 @@ def compute_dtype(precision: str, *, quant: QuantConfig, device: str) -> str:
     if precision == "int8":
         # LLM.int8 multiplies int8 weights by int8-rounded activations; its outlier columns take a float path.
         return "int8 (outliers fp16)" if device == "cuda" else "int8 (outliers fp32)"
+    if is_control_arm(precision):
+        return "fp32"
     if device == "cpu" and quant.cpu_compute == "fp32":
         return "fp32"
     return quant.nf4_compute_dtype if precision == "nf4" else precision
@@ -96,6 +102,12 @@ def load_base(path: str, *, precision: str, quant: QuantConfig, device: str):
     compute = (
         getattr(torch, DTYPES[compute_dtype(precision, quant=quant, device=device)]) if precision != "int8" else None
     )
+    if is_control_arm(precision):
+        # Full precision on every device: an arm differs from fp32 only in the change it makes to the weights.
+        placement = {"device_map": {"": 0}} if device == "cuda" else {}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **placement)
+        apply_arm(model, precision, double_quant=quant.nf4_double_quant, noise_seed=quant.noise_seed, device=device)
+        return model
     if precision in DTYPES:
         # On a GPU the weights load straight onto it (like the quantized ones below): an 8B fp16 base is never
         # materialised in host memory first.
@@ -126,10 +138,11 @@ def load_base(path: str, *, precision: str, quant: QuantConfig, device: str):
 
 
 def quantized_layers(model) -> dict[str, int]:
-    """Count of linear layers by class name (Linear, Linear8bitLt, Linear4bit) in `model`."""
+    """Count of linear layers by class name (Linear, Linear8bitLt, Linear4bit) in `model`; a stepnoise arm's
+    parametrized Linear counts as a Linear."""
     counts: dict[str, int] = {}
     for module in model.modules():
-        name = type(module).__name__
+        name = type(module).__name__.removeprefix("Parametrized")
         if name in ("Linear", "Linear8bitLt", "Linear4bit"):
             counts[name] = counts.get(name, 0) + 1
     return counts

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import polars as pl
 
-from quantreplay import lm
+from quantreplay import controls, lm
 from quantreplay.io import package_versions, read_parquet, sha256_files, staging_dir, write_json
 from quantreplay.manifest import check_inputs, write_manifest
 from quantreplay.quantize import (
@@ -373,6 +373,7 @@ def train_stage(
         "base_weight_bytes": base_bytes,
         "base_layers": layers,
         "compute_dtype": compute_dtype(precision, quant=quant, device=device),
+        "control_arm": controls.describe(precision, noise_seed=quant.noise_seed),
         "cpu_capability": cpu_capability(),
         # From process start (interpreter, imports, data, model load) to the first step.
         "startup_seconds": startup,
