@@ -67,7 +67,7 @@ def test_noise_matches_the_quantization_errors_rms_in_every_block_and_repeats_wi
     other = _linears(load_base(path, precision=f"noise-{scheme}", quant=QuantConfig(noise_seed=7), device="cpu"))
     for name, quantized in real.items():
         noise, error = first[name] - w32[name], quantized - w32[name]
-        for got, want in zip(blocks(noise, scheme), blocks(error, scheme)):
+        for got, want in zip(blocks(noise, scheme), blocks(error, scheme), strict=True):
             rms_got, rms_want = got.pow(2).mean(1).sqrt(), want.pow(2).mean(1).sqrt()
             assert torch.allclose(rms_got, rms_want, rtol=0.02, atol=1e-12), name
         # Matched in size, not the error itself.
@@ -83,7 +83,7 @@ def test_permuted_error_is_the_real_error_shuffled_within_each_block(bases):
     for name, quantized in real.items():
         shuffled, error = arm[name] - w32[name], quantized - w32[name]
         # W + shuffled error, rounded in fp32: compare the errors to within that rounding.
-        for got, want in zip(blocks(shuffled, "nf4"), blocks(error, "nf4")):
+        for got, want in zip(blocks(shuffled, "nf4"), blocks(error, "nf4"), strict=True):
             assert torch.allclose(got.sort(1).values, want.sort(1).values, atol=1e-6), name
         moved += int((shuffled - error).abs().max() > 1e-4)
     assert moved == len(real)
@@ -128,7 +128,8 @@ def test_a_stepnoise_cell_trains_through_the_training_job_and_records_its_arm(ti
     )
     report = json.loads((tmp_path / "train.json").read_text())
     assert result.steps == 2 and report["compute_dtype"] == "fp32"
-    assert report["control_arm"]["arm"] == "stepnoise-nf4" and report["control_arm"]["drawn_from"] == "the training seed"
+    arm = report["control_arm"]
+    assert arm["arm"] == "stepnoise-nf4" and arm["drawn_from"] == "the training seed"
     assert report["base_layers"] == {"Linear": 15}
 
 

@@ -113,7 +113,8 @@ def matched_noise(error, scheme: str, generator):
     import torch
 
     noise = torch.randn(error.shape, generator=generator, dtype=torch.float32)
-    for target, group, rms in zip(block_rms(error.cpu(), scheme), blocks(noise, scheme), block_rms(noise, scheme)):
+    targets = block_rms(error.cpu(), scheme)
+    for target, group, rms in zip(targets, blocks(noise, scheme), block_rms(noise, scheme), strict=True):
         group.mul_(torch.where(rms > 0, target / rms, torch.zeros_like(rms)))
     return noise.to(error.device)
 
@@ -134,7 +135,7 @@ def expanded_rms(error, scheme: str):
     import torch
 
     std = torch.empty_like(error)
-    for group, rms in zip(blocks(std, scheme), block_rms(error, scheme)):
+    for group, rms in zip(blocks(std, scheme), block_rms(error, scheme), strict=True):
         group.copy_(rms.expand_as(group))
     return std
 
@@ -187,7 +188,8 @@ def apply_arm(model, arm_name: str, *, double_quant: bool, noise_seed: int, devi
             elif arm.kind == "permuted":
                 weight.add_(permuted_within_blocks(error, arm.scheme, layer_generator(noise_seed, name)))
         if arm.kind == "stepnoise":
-            parametrize.register_parametrization(module, "weight", _step_noise_class()(expanded_rms(error, arm.scheme)))
+            step_noise = _step_noise_class()(expanded_rms(error, arm.scheme))
+            parametrize.register_parametrization(module, "weight", step_noise)
     return len(names)
 
 
