@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 RUN_PACKAGES ?= bubblewrap
 SYSTEM_PACKAGES ?= $(RUN_PACKAGES) chromium munge slurm-client slurmctld slurmd
 
-.PHONY: install run run-real cost test lint system-deps run-deps packages
+.PHONY: install run run-real run-mechanism cost test lint system-deps run-deps packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,16 @@ run-real: install run-deps
 	@echo
 	@cat $(REAL)/results/tables/paper_table.md
 	@echo "Report: $(CURDIR)/$(REAL)/results/report.html"
+
+# The mechanism study (config/mechanism.yaml on top of the default tier) in runs/mechanism/ (README, "Control arms").
+MECHANISM := runs/mechanism
+MECHANISM_CONFIG := --configfile config/config.yaml config/mechanism.yaml --directory $(MECHANISM)
+
+run-mechanism: install run-deps
+	$(BIN)/snakemake --cores $(CORES) $(MECHANISM_CONFIG)
+	$(BIN)/snakemake $(MECHANISM_CONFIG) --report results/report.html
+	@cat $(MECHANISM)/results/tables/mechanism.md
+	@echo "Report: $(CURDIR)/$(MECHANISM)/results/report.html"
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,6 +16,8 @@ include: "rules/base.smk"
 include: "rules/replay.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/quant_error.smk"
+include: "rules/telemetry.smk"
 include: "rules/aggregate.smk"
 
 

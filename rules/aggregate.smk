@@ -43,6 +43,17 @@ rule aggregate:
             caption="../report/findings.rst",
             category="Claims",
         ),
+        mechanism=report(
+            grid.path("table", name="mechanism.csv"),
+            caption="../report/mechanism.rst",
+            category="Tables",
+        ),
+        mechanism_md=grid.path("table", name="mechanism.md"),
+        mechanism_html=report(
+            grid.path("table", name="mechanism.html"),
+            caption="../report/mechanism.rst",
+            category="Mechanism",
+        ),
         cost=report(
             grid.path("table", name="cost.csv"),
             caption="../report/cost.rst",
@@ -81,6 +92,9 @@ rule plots:
         intervals=rules.aggregate.output.intervals,
         comparison=rules.aggregate.output.comparison,
         cost=rules.aggregate.output.cost,
+        mechanism=rules.aggregate.output.mechanism,
+        quant_error=rules.telemetry.output.quant_error,
+        adapters=rules.telemetry.output.adapters,
         train=grid.train_outputs(config),
         first_stage=grid.first_stage_reports(config),
     output:
@@ -110,6 +124,7 @@ rule plots:
     params:
         names=grid.plot_names(config),
         stages=STAGES,
+        families={task: spec["family"] for task, spec in TASKS.items()},
         code=library_code("plots"),
     script:
         "../scripts/plots.py"

@@ -98,6 +98,7 @@ def get_final_output():
         + grid.eval_outputs(config)
         + grid.metrics_outputs(config)
         + grid.table_outputs()
+        + grid.telemetry_outputs()
         + grid.figure_outputs(config)
         + grid.r_matrix_plots(config)
     )
@@ -143,6 +144,14 @@ def get_stage_data(wildcards):
     ]
 
 
+def get_first_stage_data(wildcards):
+    """Training splits of the first stage's tasks (the probe text of rule quant_error)."""
+    return [
+        grid.path("data", task=task, split="train")
+        for task in grid.tasks_of(config, STAGES[0], "train", SPLITS)
+    ]
+
+
 def get_earlier_data(wildcards):
     """Training splits of every task of every stage before `wildcards.stage`: what replay draws from."""
     earlier = STAGES[: STAGES.index(wildcards.stage)]
@@ -150,6 +159,16 @@ def get_earlier_data(wildcards):
         grid.path("data", task=task, split="train")
         for stage in earlier
         for task in grid.tasks_of(config, stage, "train", SPLITS)
+    ]
+
+
+def get_earlier_test_data(wildcards):
+    """Test splits of every task of every stage before `wildcards.stage` (the probe sets of train_stage)."""
+    earlier = STAGES[: STAGES.index(wildcards.stage)]
+    return [
+        grid.path("data", task=task, split="test")
+        for stage in earlier
+        for task in grid.tasks_of(config, stage, "test", SPLITS)
     ]
 
 

@@ -33,6 +33,8 @@ rule train_stage:
         base=rules.build_base.output[0],
         data=[rules.replay_mix.output[0]],
         previous=get_previous_adapter,
+        # The probe sets of forgetting inside the stage: every earlier task's test split.
+        probe=get_earlier_test_data,
     output:
         adapter=directory(grid.pattern("adapter", checkpoint="later")),
         report=grid.pattern("train_report", checkpoint="later"),

@@ -15,9 +15,13 @@ with one_line_errors():
         intervals_csv=snakemake.input.intervals,
         comparison_csv=snakemake.input.comparison,
         cost_csv=snakemake.input.cost,
+        mechanism_csv=snakemake.input.mechanism,
+        quant_error_csv=snakemake.input.quant_error,
+        adapter_csv=snakemake.input.adapters,
         train_reports=list(snakemake.input.train),
         first_stage_reports=list(snakemake.input.first_stage),
         stages=snakemake.params.stages,
+        families=snakemake.params.families,
         stems=dict(
             zip(snakemake.params.names, [str(Path(p).with_suffix("")) for p in snakemake.output.png], strict=True)
         ),

@@ -15,6 +15,7 @@ run_job(
         "base_dir": snakemake.input.base,
         "train_files": list(snakemake.input.data),
         "previous_adapter": snakemake.input.get("previous"),
+        "probe_files": list(snakemake.input.get("probe", [])),
         "adapter_out": snakemake.output.adapter,
         "report_out": snakemake.output.report,
         "settings": snakemake.params.settings,

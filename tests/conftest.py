@@ -116,6 +116,9 @@ def expected_job_counts(config: dict) -> dict[str, int]:
         # The untrained base once per model and precision (shared by seeds), then every trained stage.
         "evaluate": models * precisions * (1 + seeds * (1 + buffers * later_stages)),
         "cell_metrics": cells,
+        # The weight error of every model and precision; the adapter telemetry of the whole grid.
+        "quant_error": models * precisions,
+        "telemetry": 1,
         # One R-matrix figure per cell.
         "plot_r_matrix": cells,
         "aggregate": 1,

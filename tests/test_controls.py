@@ -2,14 +2,18 @@
 names, on the layers those precisions quantize, and runs through the pipeline like any precision."""
 
 import json
+import math
 
+import polars as pl
 import pytest
 import torch
+import yaml
 
-from conftest import micro_config, run_snakemake
+from conftest import ROOT, SNAKEMAKE, expected_job_counts, job_counts, micro_config, run_snakemake
 from quantreplay.bases import resolve_base
 from quantreplay.controls import CONTROL_ARMS, NF4_BLOCK, blocks, dequantized
 from quantreplay.quantize import QuantConfig, load_base
+from quantreplay.telemetry import held_weights
 
 QUANT = QuantConfig()
 REAL = {"int8": "Linear8bitLt", "nf4": "Linear4bit"}
@@ -21,19 +25,9 @@ def _linears(model) -> dict[str, torch.Tensor]:
 
 def _real_dequantized(path: str, scheme: str) -> dict[str, torch.Tensor]:
     """What the real bitsandbytes layers of `scheme` multiply by, per layer name."""
-    import bitsandbytes as bnb
-
     model = load_base(path, precision=scheme, quant=QUANT, device="cpu")
-    out = {}
-    for name, module in model.named_modules():
-        if type(module).__name__ != REAL[scheme]:
-            continue
-        weight = module.weight
-        if scheme == "nf4":
-            out[name] = bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
-        else:
-            out[name] = weight.CB.float() * (weight.SCB.float().unsqueeze(1) * (1.0 / 127.0))
-    return out
+    real = {name for name, module in model.named_modules() if type(module).__name__ == REAL[scheme]}
+    return {name: weights for name, weights in held_weights(model).items() if name in real}
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +129,7 @@ def test_a_stepnoise_cell_trains_through_the_training_job_and_records_its_arm(ti
 
 def test_every_arm_runs_through_the_pipeline_and_records_itself(tmp_path):
     config = micro_config()
-    config["precisions"] = ["fp16", *CONTROL_ARMS]
+    config["precisions"] = ["fp16", "nf4", *CONTROL_ARMS]
     config["buffers"] = [0]
     proc = run_snakemake(config, tmp_path)
     assert proc.returncode == 0, proc.stderr[-6000:]
@@ -144,4 +138,48 @@ def test_every_arm_runs_through_the_pipeline_and_records_itself(tmp_path):
         assert scores["control_arm"]["arm"] == arm and scores["control_arm"]["scheme"] == spec.scheme
         assert scores["compute_dtype"] == "fp32"
     comparison = (tmp_path / "results/tables/comparison.csv").read_text()
-    assert all(f"\n{arm}," in comparison or f",{arm}," in comparison for arm in CONTROL_ARMS)
+    assert all(f",{arm}," in comparison for arm in CONTROL_ARMS)
+    # Each arm's weight error is its scheme's: the same size as the real arm's (exactly, for fakequant).
+    errors = (
+        pl.read_csv(tmp_path / "results/tables/quant_error.csv")
+        .group_by("precision")
+        .agg(pl.col("relative_error").mean())
+    )
+    error = dict(errors.iter_rows())
+    assert error["fp16"] < 1e-3 and error["fakequant-nf4"] > 10 * error["fakequant-int8"] > 10 * error["fp16"]
+    for arm, spec in CONTROL_ARMS.items():
+        assert error[arm] > error["fp16"]
+        if spec.kind in ("noise", "permuted", "fakequant"):
+            assert math.isclose(error[arm], error[f"fakequant-{spec.scheme}"], rel_tol=0.02), arm
+    assert math.isclose(error["nf4"], error["fakequant-nf4"], rel_tol=1e-6)
+    # The mechanism table: every arm's two metrics, nf4's arms compared with nf4; the reading under it.
+    mechanism = pl.read_csv(tmp_path / "results/tables/mechanism.csv")
+    assert set(mechanism["precision"]) == {"fp16", "nf4", *CONTROL_ARMS} and mechanism.height == 2 * 8
+    nf4_arms = mechanism.filter(pl.col("precision").str.ends_with("-nf4"))
+    assert nf4_arms["outcome"].null_count() == 0 and nf4_arms["minus_scheme"].null_count() == 0
+    text = (tmp_path / "results/tables/mechanism.md").read_text()
+    assert "the grid has no int8 to compare them with" in text and "nf4 -" in text
+    for figure in ("mechanism", "quant_error", "adapter_updates", "forgetting_in_stage"):
+        assert (tmp_path / f"results/plots/{figure}.png").stat().st_size > 10_000, figure
+    # Forgetting inside the stage: the probe losses of every NLU task, before the first step and after each.
+    report = json.loads((tmp_path / "results/train/toy/stepnoise-nf4/seed0/buf0/math/train.json").read_text())
+    assert sorted({step for step, _, _ in report["probe_curve"]}) == [0, 1, 2, 3]
+    assert len({task for _, task, _ in report["probe_curve"]}) == 8
+    telemetry = pl.read_csv(tmp_path / "results/tables/adapter_telemetry.csv")
+    assert telemetry.filter(pl.col("layer") == "total").height == 8 * 2
+
+
+def test_the_mechanism_study_overlays_the_default_tier_and_dry_runs(tmp_path, default_config):
+    import subprocess
+
+    with open(ROOT / "config" / "mechanism.yaml") as fh:
+        overlay = yaml.safe_load(fh)
+    merged = {**default_config, **overlay}
+    assert set(CONTROL_ARMS) < set(merged["precisions"]) and {"fp16", "int8", "nf4"} < set(merged["precisions"])
+    proc = subprocess.run(
+        [SNAKEMAKE, "-n", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+         str(ROOT / "config" / "config.yaml"), str(ROOT / "config" / "mechanism.yaml")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout) == expected_job_counts(merged)

@@ -236,3 +236,34 @@ def test_nf4_training_after_an_eval_forward_computes_the_right_gradients(tiny_ba
     assert reference.keys() == after_eval.keys()
     for name in reference:
         torch.testing.assert_close(after_eval[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_probe_losses_of_earlier_tasks_are_in_train_json_at_the_configured_interval(tiny_base, tiny_task_files,
+                                                                                     tmp_path):  # fmt: skip
+    from quantreplay import lm
+    from quantreplay.train import collate, probe_sets
+
+    stage = StageSettings(lr=5e-3, max_steps=10, batch_size=4, warmup_steps=1, probe_points=4, probe_examples=3)
+    probe_files = [tiny_task_files["boolq/test"], tiny_task_files["piqa/test"]]
+    train_stage(
+        base=resolve_base(tiny_base), precision="fp32", train_files=[tiny_task_files["arithmetic/train"]],
+        previous_adapter=None, adapter_out=str(tmp_path / "adapter"), report_out=str(tmp_path / "train.json"),
+        lora=LoraSettings(), quant=QUANT, stage=stage, seed=0, threads=1, cell={"precision": "fp32", "stage": "math"},
+        probe_files=probe_files, log=lambda s: None,
+    )  # fmt: skip
+    report = json.loads((tmp_path / "train.json").read_text())
+    # ceil(10 / 4) = 3: before the first step, after steps 3, 6 and 9, and after the last.
+    assert report["probe_every"] == 3 and report["probe_examples"] == 3
+    assert sorted({step for step, _, _ in report["probe_curve"]}) == [0, 3, 6, 9, 10]
+    assert {task for _, task, _ in report["probe_curve"]} == {"boolq", "piqa"}
+    # The step-0 probe is the untrained adapter's loss: the base's own loss on the same examples.
+    tokenizer = lm.load_tokenizer(resolve_base(tiny_base))
+    probes = probe_sets(tokenizer, probe_files, examples=3, max_seq_len=stage.max_seq_len)
+    base = load_base(resolve_base(tiny_base), precision="fp32", quant=QUANT, device="cpu").eval()
+    with torch.no_grad():
+        expected = base(**collate(probes["boolq"], pad_id=lm.pad_id(tokenizer))).loss.item()
+    first = next(loss for step, task, loss in report["probe_curve"] if step == 0 and task == "boolq")
+    assert first == pytest.approx(expected, abs=1e-5)
+    # Training on math moves the NLU probes.
+    last = next(loss for step, task, loss in report["probe_curve"] if step == 10 and task == "boolq")
+    assert last != first

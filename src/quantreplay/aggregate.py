@@ -7,6 +7,7 @@ intervals.csv: every summary metric with its bootstrap interval, per seed and po
 comparison.csv: each precision minus the reference precision, paired by test example and seed, with intervals and
 the power of each comparison (quantreplay.intervals.with_power).
 findings.csv, findings.md (and .html): a verdict on each of the paper's headline claims (quantreplay.findings).
+mechanism.csv, mechanism.md (and .html): the control arms beside int8, nf4 and the reference (quantreplay.mechanism).
 cost.csv and jobs.csv: what each rule, precision and stage cost (quantreplay.cost), from Snakemake's benchmarks.
 """
 
@@ -18,9 +19,10 @@ from pathlib import Path
 import polars as pl
 
 from quantreplay.cost import cost_table, job_table
-from quantreplay.findings import Section, describe_base, findings_sections, findings_table
+from quantreplay.findings import Run, Section, describe_base, findings_sections, findings_table
 from quantreplay.intervals import AnalysisSettings, cell_groups, interval_tables, with_power
 from quantreplay.io import read_json, write_csv, write_text
+from quantreplay.mechanism import mechanism_sections, mechanism_table
 from quantreplay.metrics import metric_columns
 
 ACCURACY_COLUMNS = ("model", "precision", "buffer", "seed", "after_stage", "task", "family", "metric", "value", "n")
@@ -138,6 +140,7 @@ def per_cell(files: Sequence[str], n_cells: int) -> list[list[str]]:
 
 
 FINDINGS_TITLE = "Verdicts on the paper's headline claims"
+MECHANISM_TITLE = "What the control arms say about why quantization changes forgetting"
 
 
 def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_files: Sequence[str],
@@ -146,7 +149,8 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_f
               out: Mapping[str, str]) -> pl.DataFrame:  # fmt: skip
     """Write accuracy.csv, summary.csv, intervals.csv, comparison.csv (with its power columns), findings.csv and
     findings.md (and .html: the verdicts), cost.csv, jobs.csv and the paper-style Markdown table (`out` keys
-    accuracy, summary, intervals, comparison, findings, findings_md, findings_html, cost, jobs, table, table_html);
+    accuracy, summary, intervals, comparison, findings, findings_md, findings_html, mechanism, mechanism_md,
+    mechanism_html, cost, jobs, table, table_html);
     returns the summary frame. `jobs` (quantreplay.grid.jobs) ran with `benchmark_files` as their Snakemake
     benchmarks; `base_dirs` are the models' base folders, each named as its model (the findings name the model and
     its size).
@@ -165,10 +169,14 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_f
                                             stages=stages, reference=settings.reference_precision,
                                             settings=settings)  # fmt: skip
     comparison = with_power(comparison)
-    findings = findings_table(groups=cell_groups(cells, predictions), intervals=intervals, families=families,
-                              stages=stages, settings=settings,
+    groups = cell_groups(cells, predictions)
+    findings = findings_table(groups=groups, intervals=intervals, families=families, stages=stages,
+                              settings=settings,
                               models={Path(d).name: describe_base(Path(d).name, d) for d in base_dirs})  # fmt: skip
     sections = findings_sections(findings, comparison, stages, settings.confidence)
+    runs = {Path(d).name: Run(Path(d).name, groups, intervals, families, stages, settings) for d in base_dirs}
+    mechanism = mechanism_table(runs, settings.reference_precision) if len(stages) > 1 else mechanism_table({}, None)
+    mechanism_text = mechanism_sections(mechanism, settings.reference_precision, settings.confidence)
     write_csv(accuracy, out["accuracy"])
     write_csv(summary, out["summary"])
     write_csv(intervals, out["intervals"])
@@ -179,6 +187,9 @@ def aggregate(*, cells: Sequence[dict], score_files: Sequence[str], prediction_f
     write_csv(findings, out["findings"])
     write_text(out["findings_md"], markdown(sections, FINDINGS_TITLE))
     write_text(out["findings_html"], html_page(sections, FINDINGS_TITLE))
+    write_csv(mechanism, out["mechanism"])
+    write_text(out["mechanism_md"], markdown(mechanism_text, MECHANISM_TITLE))
+    write_text(out["mechanism_html"], html_page(mechanism_text, MECHANISM_TITLE))
     write_text(out["table"], paper_table(intervals, comparison, stages))
     write_text(out["table_html"], paper_table_html(intervals, comparison, stages))
     return summary

@@ -113,7 +113,7 @@ def directional(pairs: Mapping[str, tuple[float, float, float]]) -> tuple[str, s
     return UNRESOLVED, min(pairs, key=lambda k: pairs[k][1])
 
 
-class _Run:
+class Run:
     """The grid of one model, and paired differences between its cells, each bootstrapped once."""
 
     def __init__(self, model: str, groups: Mapping[tuple, Mapping[str, Sequence[str]]], intervals: pl.DataFrame,
@@ -175,7 +175,7 @@ class _Run:
                         verdict=verdict, rule=rule, detail=(extra + "; " if extra else "") + detail)  # fmt: skip
 
 
-def _c1(run: _Run) -> dict:
+def _c1(run: Run) -> dict:
     first = run.stages[0]
     measured = f"forward accuracy of stage 1 ({first}), fp16 minus every other precision"
     if "fp16" not in run.precisions:
@@ -189,7 +189,7 @@ def _c1(run: _Run) -> dict:
     return run.directional_row("C1", measured, f"forward_{first}", pairs, RULE_C14, extra=extra)
 
 
-def _c2(run: _Run) -> dict:
+def _c2(run: Run) -> dict:
     last = run.stages[-1]
     buffer = run.no_replay()
     quantized = [p for p in QUANTIZED if p in run.precisions]
@@ -203,7 +203,7 @@ def _c2(run: _Run) -> dict:
     return run.directional_row("C2", measured, f"forward_{last}", pairs, RULE_C14)
 
 
-def _c3(run: _Run) -> dict:
+def _c3(run: Run) -> dict:
     first, second = run.stages[0], run.stages[1] if len(run.stages) > 1 else "stage 2"
     metric = f"retention_{first}_after_{second}"
     measured = f"{first} accuracy after {second}, buffer 0.1 % minus buffer 0, per precision"
@@ -218,7 +218,7 @@ def _c3(run: _Run) -> dict:
     return run.directional_row("C3", measured, metric, pairs, RULE_C14, extra=extra)
 
 
-def _c4(run: _Run) -> dict:
+def _c4(run: Run) -> dict:
     buffer = run.no_replay()
     measured = (f"average accuracy after the last stage (mean over families of R[T][j]) at buffer {buffer}, int8 "
                 "minus every other precision")  # fmt: skip
@@ -245,7 +245,7 @@ def needed_buffer(ladder: Sequence[tuple[float, tuple[float, float, float]]]) ->
     return first(lambda d: d[0] >= tolerance), first(lambda d: d[2] >= tolerance), first(lambda d: d[1] >= tolerance)
 
 
-def _c5(run: _Run) -> dict:
+def _c5(run: Run) -> dict:
     """Each precision's needed buffer (`needed_buffer`, from retention(b) - retention(20 %) paired within the
     precision), with its range; supported when every quantized range lies entirely below fp16's, contradicted when
     some quantized range lies entirely above fp16's, otherwise not resolved."""
@@ -298,7 +298,7 @@ def findings_table(*, groups: Mapping[tuple, Mapping[str, Sequence[str]]], inter
     """
     rows = []
     for model, described in models.items():
-        run = _Run(model, groups, intervals, families, stages, settings)
+        run = Run(model, groups, intervals, families, stages, settings)
         rows += [{**claim(run), "model": described} for claim in CLAIMS]
     schema = (
         {c: pl.String for c in FINDINGS_COLUMNS}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 
+from quantreplay.controls import CONTROL_ARMS
 from quantreplay.replay import Buffer
 
 # The part of a training or evaluation path that names the checkpoint: the untrained base (after_stage 0),
@@ -35,6 +36,9 @@ PATHS = {
     "eval_log": "logs/eval/{model}/{precision}/{checkpoint}.log",
     "metrics": "results/metrics/{model}/{precision}/seed{seed}/buf{buffer}.json",
     "metrics_log": "logs/metrics/{model}/{precision}/seed{seed}/buf{buffer}.log",
+    "quant_error": "results/telemetry/{model}/{precision}/quant_error.csv",
+    "quant_error_log": "logs/telemetry/{model}/{precision}.log",
+    "telemetry_log": "logs/telemetry.log",
     "table": "results/tables/{name}",
     "tables_log": "logs/aggregate.log",
     "figure": "results/plots/{name}.{ext}",
@@ -56,6 +60,7 @@ RULE_OUTPUTS = {
     "evaluate": [("predictions", None), ("scores", None)],
     "cell_metrics": [("metrics", None)],
     "aggregate": [("table", None)],
+    "quant_error": [("quant_error", None)],
 }
 # The model and data artifacts among them, which prove they are whole with a manifest beside them
 # (quantreplay.manifest); the rest are small JSON and CSV files whose readers name a broken one.
@@ -70,11 +75,17 @@ TABLES = (
     "findings.csv",
     "findings.md",
     "findings.html",
+    "mechanism.csv",
+    "mechanism.md",
+    "mechanism.html",
     "paper_table.md",
     "paper_table.html",
     "cost.csv",
     "jobs.csv",
 )
+
+# The telemetry step's tables (quantreplay.telemetry), beside the aggregate step's.
+TELEMETRY_TABLES = ("quant_error.csv", "adapter_telemetry.csv")
 
 # Float precisions that can serve as the comparisons' reference, widest first (fp16 keeps more mantissa than bf16).
 REFERENCE_ORDER = ("fp32", "fp16", "bf16")
@@ -100,6 +111,8 @@ RULE_LOGS = {
     "evaluate": ("eval_log", None),
     "cell_metrics": ("metrics_log", None),
     "aggregate": ("tables_log", None),
+    "quant_error": ("quant_error_log", None),
+    "telemetry": ("telemetry_log", None),
     "plots": ("figures_log", None),
     "plot_r_matrix": ("r_matrix_log", None),
 }
@@ -297,6 +310,30 @@ def cell_checkpoint_files(config: dict, kind: str, *, model: str, precision: str
     ]
 
 
+def cell_adapters(config: dict, *, model: str, precision: str, seed, buffer: str) -> list[str]:
+    """A cell's adapter folders in stage order (stages 1..T of that buffer)."""
+    return [
+        path("adapter", model=model, precision=precision,
+             checkpoint=checkpoint_name(config, seed=seed, buffer=buffer, stage=stage))
+        for stage in config["stages"]
+    ]  # fmt: skip
+
+
+def grid_adapters(config: dict) -> list[str]:
+    """`cell_adapters` of every cell, cell after cell in `cells` order (a first stage repeats per buffer)."""
+    return [f for c in cells(config) for f in cell_adapters(config, **c)]
+
+
+def quant_error_outputs(config: dict) -> list[str]:
+    """Every model and precision's weight-error table (rule quant_error)."""
+    return [path("quant_error", model=m, precision=p) for m in config["models"] for p in config["precisions"]]
+
+
+def telemetry_outputs() -> list[str]:
+    """The telemetry step's tables."""
+    return [path("table", name=name) for name in TELEMETRY_TABLES]
+
+
 def grid_checkpoint_files(config: dict, kind: str) -> list[str]:
     """`cell_checkpoint_files` of every cell, cell after cell in `cells` order (the base repeats per cell): the
     aggregate step cuts this list back into cells (quantreplay.aggregate.per_cell)."""
@@ -335,8 +372,11 @@ def plot_names(config: dict) -> list[str]:
     retention = ["retention_by_buffer", "heatmap_retention"] if len(config["stages"]) > 1 else []
     compared = comparison_reference(config) is not None and len(config["precisions"]) > 1
     difference = ["difference_by_buffer"] if compared else []
-    return [*retention, "heatmap_final_forward", *difference, "forward_by_stage", "training_loss", "cost_by_precision",
-            "cost_by_rule"]  # fmt: skip
+    updates = ["forgetting_in_stage", "adapter_updates"] if len(config["stages"]) > 1 else []
+    arms = compared and len(config["stages"]) > 1 and any(p in CONTROL_ARMS for p in config["precisions"])
+    mechanism = ["mechanism"] if arms else []
+    return [*retention, *mechanism, "heatmap_final_forward", *difference, "forward_by_stage", "training_loss",
+            "quant_error", *updates, "cost_by_precision", "cost_by_rule"]  # fmt: skip
 
 
 def figure_outputs(config: dict, ext: str = "png") -> list[str]:
@@ -382,6 +422,7 @@ def jobs(config: dict, splits: dict[str, tuple[str, ...]]) -> list[dict]:
     for model, spec in config["models"].items():
         base = add("build_base", train_data(*stages) if spec["kind"] == "toy" else [], model=model)
         for precision in config["precisions"]:
+            add("quant_error", [base, *train_data(stages[0])], model=model, precision=precision)
             base_scores = add("evaluate", [base, *test_data], "base", model=model, precision=precision,
                               checkpoint=checkpoint_name(config))  # fmt: skip
             for seed in config["seeds"]:
@@ -393,8 +434,10 @@ def jobs(config: dict, splits: dict[str, tuple[str, ...]]) -> list[dict]:
                 for buffer in buffer_labels(config):
                     trained, scores = first, [base_scores, first_scores]
                     for stage in stages[1:]:
-                        trained = add("train_stage", [base, mixes[seed, buffer, stage], trained], stage, **cell,
-                                      buffer=buffer, stage=stage)  # fmt: skip
+                        probes = [data[t, "test"] for f in stages[: stages.index(stage)]
+                                  for t in tasks_of(config, f, "test", splits)]  # fmt: skip
+                        trained = add("train_stage", [base, mixes[seed, buffer, stage], trained, *probes], stage,
+                                      **cell, buffer=buffer, stage=stage)  # fmt: skip
                         name = checkpoint_name(config, seed=seed, buffer=buffer, stage=stage)
                         scores.append(add("evaluate", [base, trained, *test_data], stage, model=model,
                                           precision=precision, checkpoint=name))  # fmt: skip

@@ -223,6 +223,119 @@ def cost_by_precision(train_reports: Sequence[str], *, stem: str) -> None:
     _save(fig, stem)
 
 
+def mechanism(table: pl.DataFrame, *, stem: str) -> None:
+    """Each precision's and control arm's paired difference from the reference (no replay), per metric, with its
+    interval: the arms beside the real int8 and nf4 they borrow their error from."""
+    compared = table.filter(pl.col("minus_reference").is_not_null())
+    metrics = list(dict.fromkeys(compared["metric"]))
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(5.5 * max(1, len(metrics)), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=False):
+        part = compared.filter(pl.col("metric") == metric).filter(pl.col("model") == compared["model"][0])
+        names = part["precision"].to_list()
+        y = np.arange(len(names))
+        values = 100 * part["minus_reference"].to_numpy()
+        low = values - 100 * part["minus_reference_low"].to_numpy()
+        high = 100 * part["minus_reference_high"].to_numpy() - values
+        colors = ["tab:red" if n.endswith("int8") else "tab:blue" if n.endswith("nf4") else "gray" for n in names]
+        for i, color in enumerate(colors):
+            ax.errorbar(values[i], y[i], xerr=[[low[i]], [high[i]]], fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_xlabel("minus the reference (points, paired interval)")
+        ax.set_title(metric.replace("_", " "))
+    fig.suptitle(f"Control arms beside int8 and nf4: difference from the reference, buffer {table['buffer'][0]}")
+    _save(fig, stem)
+
+
+def forgetting_in_stage(train_reports: Sequence[str], families: Mapping[str, str], *, stem: str) -> None:
+    """The probe loss of each earlier family through every later stage (mean over its tasks and the seeds), one
+    panel per stage and buffer (at most four buffers: none, the smallest, a middle and the largest)."""
+    rows = []
+    for path in train_reports:
+        report = read_json(path)
+        cell = report["cell"]
+        rows += [{"precision": cell["precision"], "seed": cell["seed"], "buffer": str(cell.get("buffer")),
+                  "stage": cell["stage"], "step": step, "family": families.get(task, task), "loss": loss}
+                 for step, task, loss in report.get("probe_curve", [])]  # fmt: skip
+    if not rows:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.text(0.5, 0.5, "no probe curves (training.probe_points: 0)", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, stem)
+        return
+    frame = (
+        pl.DataFrame(rows)
+        .group_by("precision", "seed", "buffer", "stage", "step", "family")
+        .agg(pl.col("loss").mean())
+    )
+    buffers = _buffer_order(frame["buffer"].unique().to_list())
+    shown = list(dict.fromkeys([buffers[0], *buffers[1:2], buffers[len(buffers) // 2], buffers[-1]]))
+    stages = list(dict.fromkeys(frame.sort("stage")["stage"].to_list()))
+    stages = [s for s in dict.fromkeys(r["stage"] for r in rows) if s in stages]
+    fig, axes = plt.subplots(len(shown), len(stages), figsize=(4.2 * len(stages), 2.8 * len(shown)), squeeze=False,
+                             sharey=True)  # fmt: skip
+    for i, buffer in enumerate(shown):
+        for j, stage in enumerate(stages):
+            ax = axes[i][j]
+            part = frame.filter(pl.col("buffer") == buffer, pl.col("stage") == stage)
+            if part.height:
+                sns.lineplot(data=part.to_pandas(), x="step", y="loss", hue="precision", style="family", ax=ax,
+                             errorbar=None, legend=(i == 0 and j == len(stages) - 1))  # fmt: skip
+            ax.set_title(f"during {stage}, buffer {_percent_label(buffer)}")
+            ax.set_xlabel("optimizer steps of the stage")
+            ax.set_ylabel("probe loss of earlier tasks")
+    fig.suptitle("When forgetting happens: the loss of earlier tasks' probe sets during each later stage")
+    _save(fig, stem)
+
+
+def quant_error(errors: pl.DataFrame, *, stem: str) -> None:
+    """Each precision's relative weight error per projection (mean over blocks and models), and int8's outlier
+    columns per projection."""
+    changed = errors.filter(pl.col("relative_error") > 0)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), width_ratios=[3, 2])
+    if changed.height:
+        sns.barplot(data=changed.to_pandas(), x="module", y="relative_error", hue="precision", ax=axes[0],
+                    errorbar=("pi", 100))  # fmt: skip
+        axes[0].set_yscale("log")
+    axes[0].set_ylabel("|W held - W| / |W| (log; bars: range over blocks)")
+    axes[0].set_xlabel("projection")
+    axes[0].set_title("How far each precision moves the frozen weights")
+    outliers = errors.filter(pl.col("outlier_share").is_not_null())
+    if outliers.height:
+        sns.barplot(data=outliers.with_columns(pl.col("outlier_share") * 100).to_pandas(), x="module",
+                    y="outlier_share", ax=axes[1], errorbar=("pi", 100), color="tab:gray")  # fmt: skip
+    else:
+        axes[1].text(0.5, 0.5, "no int8 in this grid", ha="center", va="center", transform=axes[1].transAxes)
+    axes[1].set_ylabel("input columns on LLM.int8's outlier path (%)")
+    axes[1].set_xlabel("projection")
+    axes[1].set_title("int8: outlier columns on the probe text")
+    _save(fig, stem)
+
+
+def adapter_updates(telemetry: pl.DataFrame, *, stem: str) -> None:
+    """The whole adapter's update through the stages per precision (buffer 0, mean over seeds), and how much of
+    the previous stage's step the last stage keeps, by buffer."""
+    total = telemetry.filter(pl.col("layer") == "total")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    no_replay = total.filter(pl.col("buffer").cast(pl.String) == "0")
+    sns.lineplot(data=(no_replay if no_replay.height else total).to_pandas(), x="after_stage", y="step_norm",
+                 hue="precision", marker="o", ax=axes[0])  # fmt: skip
+    axes[0].set_xticks(sorted(total["after_stage"].unique().to_list()))
+    axes[0].set_xlabel("stage")
+    axes[0].set_ylabel("|dW_k - dW_k-1| (Frobenius, whole adapter)")
+    axes[0].set_title("How far each stage moves the adapter (buffer 0)")
+    last = total.filter(pl.col("after_stage") == total["after_stage"].max())
+    order = _buffer_order(last["buffer"].cast(pl.String).unique().to_list())
+    sns.pointplot(data=last.with_columns(pl.col("buffer").cast(pl.String)).to_pandas(), x="buffer",
+                  y="previous_step_kept", hue="precision", order=order, dodge=0.3, ax=axes[1])  # fmt: skip
+    axes[1].axhline(1.0, color="gray", lw=0.8, ls="--")
+    axes[1].set_xlabel("replay buffer")
+    axes[1].set_ylabel("share of the previous stage's step kept")
+    axes[1].set_title("What the last stage leaves of the stage before")
+    _save(fig, stem)
+
+
 def cost_by_rule(cost: pl.DataFrame, *, stem: str) -> None:
     """CPU seconds of each rule's jobs, split by precision (Snakemake's benchmark files, via cost.csv)."""
     frame = (
@@ -240,11 +353,13 @@ def cost_by_rule(cost: pl.DataFrame, *, stem: str) -> None:
     _save(fig, stem)
 
 
-def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, cost_csv: str,
-               train_reports: Sequence[str], first_stage_reports: Sequence[str], stages: Sequence[str],
-               stems: Mapping[str, str]) -> list[str]:  # fmt: skip
+def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, cost_csv: str, mechanism_csv: str,
+               quant_error_csv: str,
+               adapter_csv: str, train_reports: Sequence[str], first_stage_reports: Sequence[str],
+               stages: Sequence[str], families: Mapping[str, str], stems: Mapping[str, str]) -> list[str]:  # fmt: skip
     """Draw the figures named in `stems` (figure name -> output stem; `quantreplay.grid.plot_names` says which
-    figures a config has) from the aggregated tables and the training reports; returns the stems written."""
+    figures a config has) from the aggregated and telemetry tables and the training reports (`families`: task ->
+    family); returns the stems written."""
     strings = {"buffer": pl.String, "seed": pl.String, "precision": pl.String, "stage": pl.String}
     summary = read_csv(summary_csv, schema_overrides=strings)
     intervals = read_csv(intervals_csv, schema_overrides=strings)
@@ -264,6 +379,12 @@ def make_plots(*, summary_csv: str, intervals_csv: str, comparison_csv: str, cos
         "training_loss": lambda stem: training_loss(first_stage_reports, stem=stem),
         "cost_by_precision": lambda stem: cost_by_precision(train_reports, stem=stem),
         "cost_by_rule": lambda stem: cost_by_rule(read_csv(cost_csv, schema_overrides=strings), stem=stem),
+        "mechanism": lambda stem: mechanism(read_csv(mechanism_csv, schema_overrides=strings), stem=stem),
+        "forgetting_in_stage": lambda stem: forgetting_in_stage(train_reports, families, stem=stem),
+        "quant_error": lambda stem: quant_error(
+            read_csv(quant_error_csv, schema_overrides={"outlier_share": pl.Float64}), stem=stem),
+        "adapter_updates": lambda stem: adapter_updates(read_csv(adapter_csv, schema_overrides={
+            **strings, "step_cosine": pl.Float64, "previous_step_kept": pl.Float64}), stem=stem),
     }  # fmt: skip
     for name, stem in stems.items():
         figures[name](stem)

@@ -13,7 +13,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import polars as pl
@@ -56,6 +56,8 @@ class StageSettings(Settings):
 
     Steps: `max_steps` if set, else ceil(epochs * examples / batch_size). Learning rate: linear warmup over
     `warmup_steps` to `lr`, then `schedule` (cosine or linear decay to zero, or constant; quantreplay.schedule).
+    Forgetting inside a stage: before the first step and every `probe_every(steps)` steps (about `probe_points`
+    times a stage), the eval-mode loss of `probe_examples` fixed test examples of every earlier task.
     """
 
     lr: float = setting(2e-4, positive, "positive")
@@ -68,6 +70,8 @@ class StageSettings(Settings):
     weight_decay: float = setting(0.0, non_negative, "non-negative")
     grad_clip: float = setting(1.0, positive, "positive")
     gradient_checkpointing: bool = setting(False)
+    probe_points: int = setting(20, non_negative, "a non-negative integer")
+    probe_examples: int = setting(8, positive, "a positive integer")
 
     def _check_fields(self) -> None:
         # Warmup past the last step never reaches `lr` and leaves no decay: a typo, or max_steps lowered alone.
@@ -79,6 +83,10 @@ class StageSettings(Settings):
         if self.max_steps is not None:
             return self.max_steps
         return max(1, math.ceil(self.epochs * n_examples / self.batch_size))
+
+    def probe_every(self, steps: int) -> int | None:
+        """Steps between two probes of a stage of `steps` steps (None: no probe)."""
+        return max(1, math.ceil(steps / self.probe_points)) if self.probe_points else None
 
 
 @dataclass
@@ -190,6 +198,33 @@ def collate(examples: Sequence[Example], *, pad_id: int):
     return lm.pad_batch([e.input_ids for e in examples], pad=pad_id, labels=[e.labels for e in examples])
 
 
+def probe_sets(tokenizer, test_files: Sequence[str], *, examples: int, max_seq_len: int) -> dict[str, list[Example]]:
+    """Per task of `test_files`, its probe set: the first `examples` rows of a shuffle seeded by the task's name
+    alone, so every cell, stage and precision probes the same examples."""
+    probes = {}
+    for path in test_files:
+        rows = read_parquet(path, columns=["task", "prompt", "target"])
+        task = rows["task"][0]
+        picked = random.Random(f"probe:{task}").sample(range(rows.height), min(examples, rows.height))
+        rows = rows[picked]
+        probes[task] = tokenize_examples(tokenizer, rows["prompt"], rows["target"], max_seq_len=max_seq_len)
+    return probes
+
+
+def probe_losses(model, probes: Mapping[str, Sequence[Example]], *, pad_id: int, device: str) -> dict[str, float]:
+    """Each probe set's loss (mean over its target tokens) in eval mode; the model is back in train mode after."""
+    import torch
+
+    model.eval()
+    losses = {}
+    with torch.no_grad():
+        for task, examples in probes.items():
+            batch = {k: v.to(device) for k, v in collate(examples, pad_id=pad_id).items()}
+            losses[task] = round(model(**batch).loss.item(), 6)
+    model.train()
+    return losses
+
+
 def read_training_rows(paths: Sequence[str]) -> pl.DataFrame:
     """Concatenate the training parquets of a stage (each a task split or a replay mix); `file` says which."""
     frames = [
@@ -253,6 +288,7 @@ def train_stage(
     seed: int,
     threads: int,
     cell: dict,
+    probe_files: Sequence[str] = (),
     setting_keys: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> StageResult:
@@ -308,6 +344,13 @@ def train_stage(
     fp16_on_gpu = device == "cuda" and compute_dtype(precision, quant=quant, device=device) == "fp16"
     scaler = torch.amp.GradScaler(device, enabled=fp16_on_gpu)
     model.train()
+    probes = probe_sets(tokenizer, probe_files, examples=stage.probe_examples, max_seq_len=stage.max_seq_len)
+    probe_every = stage.probe_every(steps) if probes else None
+    probe_curve: list[list] = []
+
+    def probe(done: int) -> None:
+        probe_curve.extend([done, task, loss] for task, loss in probe_losses(model, probes, pad_id=pad_id,
+                                                                             device=device).items())  # fmt: skip
 
     # --- step, log ----------------------------------------------------------------------------------------
     curve: list[list[float]] = []
@@ -316,9 +359,11 @@ def train_stage(
     progress = tqdm(batches, desc=f"{precision} {cell.get('stage')}", file=sys.stderr, mininterval=5)
     startup = None
     for step, indices in enumerate(progress):
-        t0 = time.perf_counter()
         if startup is None:
             startup = lm.seconds_since_process_start()
+            if probe_every:
+                probe(0)
+        t0 = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(
                 step, lr=stage.lr, warmup_steps=stage.warmup_steps, total_steps=steps, schedule=stage.schedule
@@ -338,6 +383,8 @@ def train_stage(
         # Six decimals is far below step-to-step noise and keeps train.json readable.
         curve.append([step, round(loss.item(), 6)])
         progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if probe_every and ((step + 1) % probe_every == 0 or step + 1 == steps):
+            probe(step + 1)
 
     # --- save ---------------------------------------------------------------------------------------------
     train_seconds = sum(step_seconds)
@@ -359,6 +406,10 @@ def train_stage(
         "truncated_examples": truncated,
         "steps": steps,
         "loss_curve": curve,
+        # [optimizer steps done, earlier task, eval-mode loss of its probe set]: forgetting as it happens.
+        "probe_every": probe_every,
+        "probe_examples": stage.probe_examples if probes else None,
+        "probe_curve": probe_curve,
         "tokens": tokens,
         "padding_fraction": 1 - tokens / max(1, padded),
         "tokens_per_second": tokens / max(train_seconds, 1e-9),
@@ -397,16 +448,18 @@ def run_stage(
     settings: dict,
     cell: dict,
     threads: int,
+    probe_files: Sequence[str] = (),
     setting_keys: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> StageResult:
     """The train_stage step: check the inputs against their manifests, build the typed settings from the job's
     params and train the stage.
 
-    `setting_keys`: the config key each stage setting comes from (`quantreplay.grid.stage_setting_keys`)."""
+    `probe_files`: test splits of the earlier stages' tasks (the probe sets). `setting_keys`: the config key each
+    stage setting comes from (`quantreplay.grid.stage_setting_keys`)."""
     from quantreplay.bases import checked_base
 
-    check_inputs(train_files, previous_adapter)
+    check_inputs(train_files, previous_adapter, probe_files)
     return train_stage(
         base=checked_base(base_dir),
         precision=cell["precision"],
@@ -420,6 +473,7 @@ def run_stage(
         seed=int(cell["seed"]),
         threads=threads,
         cell=cell,
+        probe_files=probe_files,
         setting_keys=setting_keys,
         log=log,
     )
