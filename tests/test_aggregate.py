@@ -42,7 +42,8 @@ def _aggregate(tmp_path, built, reference="fp16"):
     out = {k: str(tmp_path / "tables" / f) for k, f in (("accuracy", "accuracy.csv"), ("summary", "summary.csv"),
            ("intervals", "intervals.csv"), ("comparison", "comparison.csv"), ("table", "table.md"),
            ("table_html", "table.html"), ("cost", "cost.csv"), ("jobs", "jobs.csv"), ("findings", "findings.csv"),
-           ("findings_md", "findings.md"), ("findings_html", "findings.html"))}  # fmt: skip
+           ("findings_md", "findings.md"), ("findings_html", "findings.html"), ("mechanism", "mechanism.csv"),
+           ("mechanism_md", "mechanism.md"), ("mechanism_html", "mechanism.html"))}  # fmt: skip
     # A base folder as build_base leaves it: the findings name the model and its size.
     base = tmp_path / "base" / "toy"
     base.mkdir(parents=True, exist_ok=True)

@@ -41,3 +41,8 @@ def test_no_effect_means_nothing_to_explain():
     rows = [_row("nf4", minus_reference=(0.01, -0.02, 0.04)), _row("noise-nf4", outcome_=UNRESOLVED)]
     (line,) = reading(rows, "fp16")
     assert "within noise" in line and "no nf4 effect" in line
+
+
+def test_without_arms_the_reading_says_so():
+    (line,) = reading([_row("nf4", minus_reference=(0.10, 0.05, 0.15))], "fp16")
+    assert "no control arm in this grid" in line

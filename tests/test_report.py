@@ -120,6 +120,17 @@ def test_the_verdicts_come_first_then_the_figure_that_answers_the_question(repor
     assert "retention_by_buffer.png" in rows.first.inner_text() and plot_names(config)[0] == "retention_by_buffer"
 
 
+def test_the_mechanism_table_and_its_reading_are_shown(report, page):
+    path, _ = report
+    _open(page, path, "Mechanism")
+    page.locator("tr", has_text="results/tables/mechanism.html").locator("a[iconname=eye]").click()
+    frame = page.frame_locator("iframe")
+    assert "What the control arms say" in frame.locator("h1").inner_text()
+    # The reference, int8 and nf4, two metrics each; the micro grid has no arm, and the text says so.
+    assert frame.locator("table").first.locator("tr").count() == 1 + 3 * 2
+    assert "no control arm in this grid" in frame.locator("ul").first.inner_text()
+
+
 def test_the_paper_table_is_shown(report, page, tmp_path):
     path, _ = report
     _open(page, path, "Tables")

@@ -35,7 +35,8 @@ def test_a_second_seed_adds_only_its_cells_and_pools(micro_grid, tmp_path):
     # Seed 1's mixes, its stage 1 per precision, stage 2 per precision and buffer, their evaluations (the base is
     # shared), its cells' metrics and figures; then the tables.
     seed_jobs = {"replay_mix": 2, "train_first_stage": 2, "train_stage": 4, "evaluate": 6, "cell_metrics": 4}
-    assert job_counts(dry.stdout) == {**seed_jobs, "plot_r_matrix": 4, "aggregate": 1, "plots": 1, "all": 1}
+    assert job_counts(dry.stdout) == {**seed_jobs, "plot_r_matrix": 4, "telemetry": 1, "aggregate": 1, "plots": 1,
+                                      "all": 1}  # fmt: skip
     proc = run_snakemake(two, workdir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     after = _intervals(workdir)

@@ -177,13 +177,18 @@ def _downstream(cells: int) -> dict[str, int]:
     return {"cell_metrics": cells, "plot_r_matrix": cells, "aggregate": 1, "plots": 1, "all": 1}
 
 
+def _retrained(cells: int) -> dict[str, int]:
+    """The jobs that follow `cells` cells with new adapters: `_downstream`, and the adapter telemetry."""
+    return {**_downstream(cells), "telemetry": 1}
+
+
 def test_reruns_schedule_only_the_affected_jobs(grid):
     workdir, config = grid
     assert _dry(config, workdir) == {}
     changed = copy.deepcopy(config)
     changed["buffers"] = [0, 0.2]
     # One new buffer: its mix, then per precision its stage 2, that checkpoint's evaluation and the new cell.
-    after_new_buffer = {"replay_mix": 1, "train_stage": 5, "evaluate": 5, **_downstream(5)}
+    after_new_buffer = {"replay_mix": 1, "train_stage": 5, "evaluate": 5, **_retrained(5)}
     assert _dry(changed, workdir) == after_new_buffer
     # ... and every one of them is the new buffer's (evaluations name it in their checkpoint).
     jobs = _jobs(changed, workdir)
@@ -204,7 +209,7 @@ def test_reruns_schedule_only_the_affected_jobs(grid):
         "train_first_stage": 5,
         "train_stage": 10,
         "evaluate": 15,
-        **_downstream(10),
+        **_retrained(10),
     }
     jobs = _jobs(seeded, workdir)
     assert _values(jobs, "seed") == {"1"} and all(
@@ -212,12 +217,12 @@ def test_reruns_schedule_only_the_affected_jobs(grid):
     )
     later_lr = copy.deepcopy(config)
     later_lr["training"]["stages"] = {"math": {"lr": 1.0e-4}}
-    assert _dry(later_lr, workdir) == {"train_stage": 10, "evaluate": 10, **_downstream(10)}
+    assert _dry(later_lr, workdir) == {"train_stage": 10, "evaluate": 10, **_retrained(10)}
     assert _values(_jobs(later_lr, workdir), "stage") == {"math"}
     first_lr = copy.deepcopy(config)
     first_lr["training"]["stages"] = {"nlu": {"lr": 1.0e-4}}
     # Stage 1 re-runs, and every stage 2 after it because its input adapter will change.
-    assert _dry(first_lr, workdir) == {"train_first_stage": 5, "train_stage": 10, "evaluate": 15, **_downstream(10)}
+    assert _dry(first_lr, workdir) == {"train_first_stage": 5, "train_stage": 10, "evaluate": 15, **_retrained(10)}
     evaluation = copy.deepcopy(config)
     evaluation["evaluation"]["max_examples"] = 5
     # Re-scoring only: every checkpoint (base, stage 1, two stage 2s per precision) and every cell's metrics.

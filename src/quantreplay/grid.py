@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 
-from quantreplay.controls import CONTROL_ARMS
 from quantreplay.replay import Buffer
 
 # The part of a training or evaluation path that names the checkpoint: the untrained base (after_stage 0),
@@ -373,8 +372,8 @@ def plot_names(config: dict) -> list[str]:
     compared = comparison_reference(config) is not None and len(config["precisions"]) > 1
     difference = ["difference_by_buffer"] if compared else []
     updates = ["forgetting_in_stage", "adapter_updates"] if len(config["stages"]) > 1 else []
-    arms = compared and len(config["stages"]) > 1 and any(p in CONTROL_ARMS for p in config["precisions"])
-    mechanism = ["mechanism"] if arms else []
+    # The control arms beside int8 and nf4 (with no arm in the grid: int8's and nf4's differences alone).
+    mechanism = ["mechanism"] if compared and len(config["stages"]) > 1 else []
     return [*retention, *mechanism, "heatmap_final_forward", *difference, "forward_by_stage", "training_loss",
             "quant_error", *updates, "cost_by_precision", "cost_by_rule"]  # fmt: skip
 

@@ -91,6 +91,9 @@ def reading(rows: Sequence[dict], reference: str) -> list[str]:
     lines = []
     by = {(r["precision"], r["metric"]): r for r in rows}
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    if not any(precision in CONTROL_ARMS for precision, _ in by):
+        return ["no control arm in this grid, so nothing here says why int8 or nf4 differ from "
+                f"{reference} (config/mechanism.yaml adds them)."]  # fmt: skip
     for scheme in QUANTIZED:
         arms = [a for a, spec in CONTROL_ARMS.items() if spec.scheme == scheme and (a, metrics[0]) in by]
         if not arms:
