@@ -347,10 +347,14 @@ def train_stage(
     probes = probe_sets(tokenizer, probe_files, examples=stage.probe_examples, max_seq_len=stage.max_seq_len)
     probe_every = stage.probe_every(steps) if probes else None
     probe_curve: list[list] = []
+    probe_seconds = 0.0
 
     def probe(done: int) -> None:
+        nonlocal probe_seconds
+        t0 = time.perf_counter()
         probe_curve.extend([done, task, loss] for task, loss in probe_losses(model, probes, pad_id=pad_id,
                                                                              device=device).items())  # fmt: skip
+        probe_seconds += time.perf_counter() - t0
 
     # --- step, log ----------------------------------------------------------------------------------------
     curve: list[list[float]] = []
@@ -410,6 +414,7 @@ def train_stage(
         "probe_every": probe_every,
         "probe_examples": stage.probe_examples if probes else None,
         "probe_curve": probe_curve,
+        "probe_seconds": probe_seconds,
         "tokens": tokens,
         "padding_fraction": 1 - tokens / max(1, padded),
         "tokens_per_second": tokens / max(train_seconds, 1e-9),
