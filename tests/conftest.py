@@ -127,6 +127,10 @@ def expected_job_counts(config: dict) -> dict[str, int]:
     }
 
 
+# The rules whose jobs come after every job of `quantreplay.grid.jobs` (whose benchmark files the tables read).
+AFTER_JOBS = ("telemetry", "aggregate", "plots", "plot_r_matrix", "all")
+
+
 def job_counts(output: str) -> dict[str, int]:
     """Jobs per rule from Snakemake's 'Job stats' table (empty when nothing is to be done)."""
     counts: dict[str, int] = {}

@@ -39,7 +39,7 @@ def test_costs_sum_per_rule_precision_and_stage_and_the_critical_path_follows_ne
 
 
 def test_the_grid_names_a_benchmark_file_for_every_job_before_the_tables(default_config):
-    from conftest import ROOT, expected_job_counts
+    from conftest import AFTER_JOBS, ROOT, expected_job_counts
     from quantreplay.config import check_config, load_schema
 
     config = json.loads(json.dumps(default_config))
@@ -48,8 +48,7 @@ def test_the_grid_names_a_benchmark_file_for_every_job_before_the_tables(default
     jobs = grid.jobs(config, splits)
     counts = {rule: sum(j["rule"] == rule for j in jobs) for rule in {j["rule"] for j in jobs}}
     expected = expected_job_counts(config)
-    after = ("aggregate", "telemetry", "plots", "plot_r_matrix", "all")
-    assert counts == {r: n for r, n in expected.items() if r not in after}
+    assert counts == {r: n for r, n in expected.items() if r not in AFTER_JOBS}
     ids = [j["id"] for j in jobs]
     assert len(set(ids)) == len(ids) and len({grid.job_benchmark(j) for j in jobs}) == len(jobs)
     # Every job comes after the jobs it needs, so one pass finds the critical path.
@@ -64,16 +63,12 @@ def test_a_run_records_what_every_job_cost(micro_grid):
     workdir, config = micro_grid
     cost = pl.read_csv(workdir / "results/tables/cost.csv", schema_overrides={"stage": pl.String})
     jobs = pl.read_csv(workdir / "results/tables/jobs.csv", schema_overrides={"stage": pl.String})
-    from conftest import expected_job_counts
+    from conftest import AFTER_JOBS, expected_job_counts
 
     assert (
         cost["jobs"].sum()
         == jobs.height
-        == sum(
-            n
-            for r, n in expected_job_counts(config).items()
-            if r not in ("aggregate", "plots", "plot_r_matrix", "all")
-        )
+        == sum(n for r, n in expected_job_counts(config).items() if r not in AFTER_JOBS)
     )
     assert (jobs["wall_seconds"] > 0).all() and jobs["max_rss_mb"].max() > 100
     for rule in ("aggregate", "plots"):
