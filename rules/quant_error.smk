@@ -16,7 +16,7 @@ rule quant_error:
     resources:
         mem_mb=model_job("evaluate", "mem_mb"),
         runtime=model_job("evaluate", "runtime"),
-        gpu=0,
+        gpu=model_job("evaluate", "gpu"),
     params:
         quantization=config["quantization"],
         max_seq_len=grid.stage_settings(config, STAGES[0])["max_seq_len"],

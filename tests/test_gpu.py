@@ -197,3 +197,27 @@ def test_an_evaluation_runs_on_the_gpu(tiny_base, tiny_task_files, tmp_path, pre
     assert set(report["tasks"]) == {"boolq", "arithmetic"}
     assert all(s["n"] == 4 and 0 <= s["value"] <= 1 for s in report["tasks"].values())
     assert pl.read_parquet(tmp_path / "predictions.parquet").height == 8
+
+
+@pytest.mark.parametrize("scheme", ["int8", "nf4"])
+def test_fakequant_on_the_gpu_holds_the_real_gpu_layers_weights(tiny_base, scheme):
+    from quantreplay.telemetry import held_weights
+
+    real = _base(tiny_base, scheme, "cuda")
+    arm = _base(tiny_base, f"fakequant-{scheme}", "cuda")
+    name = "model.layers.0.mlp.up_proj"
+    held = held_weights(arm)[name]
+    assert held.device.type == "cuda" and held.dtype == torch.float32
+    assert torch.equal(held, held_weights(real)[name])
+
+
+def test_the_noise_arms_and_stepnoise_run_on_the_gpu(tiny_base, tiny_task_files, tmp_path):
+    for arm in ("noise-nf4", "permuted-nf4", "stepnoise-nf4"):
+        model = _base(tiny_base, arm, "cuda")
+        assert model.model.layers[0].mlp.up_proj.weight.device.type == "cuda"
+    report = tmp_path / "train.json"
+    train_stage(base=resolve_base(tiny_base), precision="stepnoise-nf4", train_files=[tiny_task_files["boolq/train"]],
+                previous_adapter=None, adapter_out=str(tmp_path / "adapter"), report_out=str(report),
+                lora=LoraSettings(), quant=QUANT, stage=StageSettings(lr=2e-3, max_steps=2, batch_size=4),
+                seed=0, threads=1, cell={"stage": "nlu"}, log=lambda s: None)  # fmt: skip
+    assert json.loads(report.read_text())["control_arm"]["arm"] == "stepnoise-nf4"

@@ -31,25 +31,43 @@ PROBE_EXAMPLES = 32
 TOTAL = "total"
 
 
-def held_weights(model) -> dict[str, object]:
-    """What each Linear layer multiplies by, in fp32: bitsandbytes' layers dequantized as their matmuls do
-    (int8: CB * SCB / 127; nf4: dequantize_4bit), every other Linear's weight as it reads (a stepnoise arm in
-    training mode: one draw)."""
-    import torch
+def held_weight(module):
+    """What a Linear layer multiplies by, in fp32: bitsandbytes' layers dequantized as their matmuls do (int8:
+    CB * SCB / 127; nf4: dequantize_4bit), any other Linear's weight as it reads (a stepnoise arm in training mode:
+    one draw)."""
+    kind = type(module).__name__
+    weight = module.weight
+    if kind == "Linear8bitLt":
+        return weight.CB.float() * (weight.SCB.float().unsqueeze(1) * (1.0 / 127.0))
+    if kind == "Linear4bit":
+        import bitsandbytes as bnb
 
-    out = {}
-    for name, module in model.named_modules():
-        kind = type(module).__name__
-        if kind == "Linear8bitLt":
-            weight = module.weight
-            out[name] = weight.CB.float() * (weight.SCB.float().unsqueeze(1) * (1.0 / 127.0))
-        elif kind == "Linear4bit":
-            import bitsandbytes as bnb
+        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
+    return weight.detach().float()
 
-            out[name] = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state).float()
-        elif isinstance(module, torch.nn.Linear):
-            out[name] = module.weight.detach().float()
-    return out
+
+class HeldWeights(Mapping):
+    """`held_weight` of every Linear layer of a model by name, computed when read: one layer's fp32 copy at a time,
+    whatever the model's size."""
+
+    def __init__(self, model):
+        import torch
+
+        self._modules = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+    def __getitem__(self, name: str):
+        return held_weight(self._modules[name])
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+
+def held_weights(model) -> HeldWeights:
+    """What each Linear layer of `model` multiplies by (`held_weight`), by name."""
+    return HeldWeights(model)
 
 
 def _layer_position(name: str) -> tuple[str, int | None]:
@@ -95,9 +113,11 @@ def outlier_shares(model, batches: Sequence[dict], layers: Sequence[str], thresh
     try:
         model.eval()
         with torch.no_grad():
+            device = next(model.parameters()).device
             for batch in batches:
-                mask[:] = [batch["attention_mask"]]
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+                mask[:] = [attention]
+                model(input_ids=ids, attention_mask=attention)
     finally:
         for handle in handles:
             handle.remove()
@@ -127,9 +147,10 @@ def quant_error_table(*, base: str, model_name: str, precision: str, quant, prob
     from quantreplay.quantize import load_base
 
     torch.set_num_threads(threads)
-    reference = load_base(base, precision="fp32", quant=quant, device="cpu")
+    device = lm.job_device(threads)
+    reference = load_base(base, precision="fp32", quant=quant, device=device)
     layers = quantized_linear_names(reference)
-    model = load_base(base, precision=precision, quant=quant, device="cpu")
+    model = load_base(base, precision=precision, quant=quant, device=device)
     # A stepnoise arm shows one training-time draw; every other precision is the same in both modes.
     model.train()
     rows = weight_error_rows(held_weights(reference), held_weights(model), layers)
