@@ -66,10 +66,11 @@ DOWNSTREAM_OF_EVALUATE = {"evaluate", "cell_metrics", "aggregate", "plots", "plo
 EDITS = [
     ("plots.py", {"plots", "plot_r_matrix", "all"}),
     ("metrics.py", {"cell_metrics", "aggregate", "plots", "plot_r_matrix", "all"}),
-    ("train.py", {"train_first_stage", "train_stage"} | DOWNSTREAM_OF_EVALUATE),
+    # quant_error tokenizes its probe text with the training code; the telemetry reads every adapter.
+    ("train.py", {"train_first_stage", "train_stage", "quant_error", "telemetry"} | DOWNSTREAM_OF_EVALUATE),
     ("evaluate.py", DOWNSTREAM_OF_EVALUATE),
-    ("data/formats.py", {"prepare_data", "build_base", "replay_mix", "train_first_stage", "train_stage"}
-     | DOWNSTREAM_OF_EVALUATE),
+    ("data/formats.py", {"prepare_data", "build_base", "replay_mix", "train_first_stage", "train_stage",
+                         "quant_error", "telemetry"} | DOWNSTREAM_OF_EVALUATE),
     # How jobs run (the warm start), not what they compute.
     ("warm.py", set()),
 ]  # fmt: skip
