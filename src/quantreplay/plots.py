@@ -328,7 +328,8 @@ def adapter_updates(telemetry: pl.DataFrame, *, stem: str) -> None:
     last = total.filter(pl.col("after_stage") == total["after_stage"].max())
     order = _buffer_order(last["buffer"].cast(pl.String).unique().to_list())
     sns.pointplot(data=last.with_columns(pl.col("buffer").cast(pl.String)).to_pandas(), x="buffer",
-                  y="previous_step_kept", hue="precision", order=order, dodge=0.3, ax=axes[1])  # fmt: skip
+                  y="previous_step_kept", hue="precision", order=order,
+                  dodge=0.3 if last["precision"].n_unique() > 1 else False, ax=axes[1])  # fmt: skip
     axes[1].axhline(1.0, color="gray", lw=0.8, ls="--")
     axes[1].set_xlabel("replay buffer")
     axes[1].set_ylabel("share of the previous stage's step kept")
