@@ -136,40 +136,33 @@ def model_job(step, key):
     return lambda wildcards: MODELS[wildcards.model]["resources"][step][key]
 
 
+def stage_splits(stages, split):
+    """The `split` parquets of every task of `stages`, in stage and config order."""
+    return [
+        grid.path("data", task=task, split=split)
+        for stage in stages
+        for task in grid.tasks_of(config, stage, split, SPLITS)
+    ]
+
+
 def get_stage_data(wildcards):
     """Training splits of the tasks that stage `wildcards.stage` learns."""
-    return [
-        grid.path("data", task=task, split="train")
-        for task in grid.tasks_of(config, wildcards.stage, "train", SPLITS)
-    ]
+    return stage_splits([wildcards.stage], "train")
 
 
 def get_first_stage_data(wildcards):
     """Training splits of the first stage's tasks (the probe text of rule quant_error)."""
-    return [
-        grid.path("data", task=task, split="train")
-        for task in grid.tasks_of(config, STAGES[0], "train", SPLITS)
-    ]
+    return stage_splits(STAGES[:1], "train")
 
 
 def get_earlier_data(wildcards):
     """Training splits of every task of every stage before `wildcards.stage`: what replay draws from."""
-    earlier = STAGES[: STAGES.index(wildcards.stage)]
-    return [
-        grid.path("data", task=task, split="train")
-        for stage in earlier
-        for task in grid.tasks_of(config, stage, "train", SPLITS)
-    ]
+    return stage_splits(STAGES[: STAGES.index(wildcards.stage)], "train")
 
 
 def get_earlier_test_data(wildcards):
     """Test splits of every task of every stage before `wildcards.stage` (the probe sets of train_stage)."""
-    earlier = STAGES[: STAGES.index(wildcards.stage)]
-    return [
-        grid.path("data", task=task, split="test")
-        for stage in earlier
-        for task in grid.tasks_of(config, stage, "test", SPLITS)
-    ]
+    return stage_splits(STAGES[: STAGES.index(wildcards.stage)], "test")
 
 
 def get_previous_adapter(wildcards):

@@ -20,6 +20,7 @@ import polars as pl
 
 from quantreplay.cost import cost_table, job_table
 from quantreplay.findings import Run, Section, describe_base, findings_sections, findings_table
+from quantreplay.grid import per_cell
 from quantreplay.intervals import AnalysisSettings, cell_groups, interval_tables, with_power
 from quantreplay.io import read_json, write_csv, write_text
 from quantreplay.mechanism import mechanism_sections, mechanism_table
@@ -129,14 +130,6 @@ def paper_table(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Seque
 def paper_table_html(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> str:
     """The paper table as a standalone HTML page, for the report."""
     return html_page(_paper_sections(intervals, comparison, stages), "quantreplay tables", heading=False)
-
-
-def per_cell(files: Sequence[str], n_cells: int) -> list[list[str]]:
-    """`files`, each cell's checkpoints in stage order and cell after cell, cut into one run per cell."""
-    if n_cells == 0 or len(files) % n_cells:
-        raise ValueError(f"{len(files)} checkpoint files do not split evenly into {n_cells} cells")
-    size = len(files) // n_cells
-    return [list(files[i : i + size]) for i in range(0, len(files), size)]
 
 
 FINDINGS_TITLE = "Verdicts on the paper's headline claims"

@@ -86,10 +86,18 @@ def dequantized(weight, scheme: str, *, double_quant: bool, device: str):
         )
         return bnbf.dequantize_4bit(packed, state).to(torch.float32)
     if scheme == "int8":
-        # Int8Params quantizes an fp16 copy on every device; MatMul8bitFp restores CB * (SCB / 127) in fp32.
+        # Int8Params quantizes an fp16 copy on every device.
         codes, scales, _ = bnbf.int8_vectorwise_quant(weight.to(torch.float16).contiguous())
-        return codes.to(torch.float32).mul_(scales.to(torch.float32).unsqueeze(1).mul(1.0 / 127.0))
+        return int8_weights(codes, scales)
     raise ValueError(f"unknown quantization scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
+
+
+def int8_weights(codes, scales):
+    """LLM.int8's weights from their int8 codes and per-row absmax scales, in fp32, as MatMul8bitFp restores them:
+    CB * (SCB / 127)."""
+    import torch
+
+    return codes.to(torch.float32).mul_(scales.to(torch.float32).unsqueeze(1).mul(1.0 / 127.0))
 
 
 def blocks(tensor, scheme: str) -> list:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 
 from quantreplay.replay import Buffer
 
@@ -333,9 +334,17 @@ def telemetry_outputs() -> list[str]:
     return [path("table", name=name) for name in TELEMETRY_TABLES]
 
 
+def per_cell(files: Sequence[str], n_cells: int) -> list[list[str]]:
+    """`files`, each cell's checkpoints in stage order and cell after cell, cut into one run per cell."""
+    if n_cells == 0 or len(files) % n_cells:
+        raise ValueError(f"{len(files)} checkpoint files do not split evenly into {n_cells} cells")
+    size = len(files) // n_cells
+    return [list(files[i : i + size]) for i in range(0, len(files), size)]
+
+
 def grid_checkpoint_files(config: dict, kind: str) -> list[str]:
     """`cell_checkpoint_files` of every cell, cell after cell in `cells` order (the base repeats per cell): the
-    aggregate step cuts this list back into cells (quantreplay.aggregate.per_cell)."""
+    aggregate step cuts this list back into cells (`per_cell`)."""
     return [f for c in cells(config) for f in cell_checkpoint_files(config, kind, **c)]
 
 

@@ -38,7 +38,9 @@ def held_weight(module):
     kind = type(module).__name__
     weight = module.weight
     if kind == "Linear8bitLt":
-        return weight.CB.float() * (weight.SCB.float().unsqueeze(1) * (1.0 / 127.0))
+        from quantreplay.controls import int8_weights
+
+        return int8_weights(weight.CB, weight.SCB)
     if kind == "Linear4bit":
         import bitsandbytes as bnb
 
@@ -263,12 +265,11 @@ def write_telemetry(*, quant_error_files: Sequence[str], cells: Sequence[dict], 
                     stages: Sequence[str], quant_error_out: str, adapters_out: str) -> None:  # fmt: skip
     """The telemetry step: quant_error.csv (every model and precision) and adapter_telemetry.csv (every cell).
     `adapters` lists each cell's adapter folders in stage order, cell after cell."""
+    from quantreplay.grid import per_cell
     from quantreplay.io import read_csv
     from quantreplay.manifest import check_inputs
 
     check_inputs(adapters)
     frames = [read_csv(f, schema_overrides={"outlier_share": pl.Float64}) for f in quant_error_files]
     write_csv(pl.concat(frames, how="vertical"), quant_error_out)
-    per_cell = len(stages)
-    folders = [adapters[i * per_cell : (i + 1) * per_cell] for i in range(len(cells))]
-    write_csv(adapter_table(cells, folders, stages), adapters_out)
+    write_csv(adapter_table(cells, per_cell(adapters, len(cells)), stages), adapters_out)
