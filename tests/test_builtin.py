@@ -13,7 +13,14 @@ from quantreplay.data.builtin import (
     pretraining_corpus,
 )
 from quantreplay.data.builtin.math_code import EQUATION, math_facts
-from quantreplay.data.builtin.nlu import HELD_OUT_EVERY, TOOL_USES, WINO_PAIRS, held_out
+from quantreplay.data.builtin.nlu import (
+    HELD_OUT_EVERY,
+    RAREST_HELD_OUT,
+    TOOL_USES,
+    WINO_PAIRS,
+    corpus_weights,
+    held_out,
+)
 from quantreplay.data.builtin.world import ROUTINES, SOCIAL_EVENTS, WINO_TEMPLATES
 from quantreplay.data.rows import to_frame
 from quantreplay.judge import Program, judge_programs
@@ -177,9 +184,13 @@ def test_world_is_seeded_and_corpus_states_its_facts():
     corpus = pretraining_corpus(seed=3, n_documents=3000)
     assert corpus == pretraining_corpus(seed=3, n_documents=3000)
     text = "\n".join(corpus)
+    # Held-out creatures' facts are rare by design (test_held_out_facts_are_rarer_in_the_corpus); the rest are stated.
+    asked = {c.name for c in world.creatures} - {
+        c.name for c in held_out(world.creatures, HELD_OUT_EVERY["creatures"])
+    }
     for c in world.creatures:
-        assert f"The {c.name} eats {c.food}." in text
-        assert f"It lives in the {c.habitat}." in text or c.habitat in text
+        if c.name in asked:
+            assert f"The {c.name} eats {c.food}." in text and f"The {c.name} lives in the {c.habitat}." in text
     # Narrative, not instruction formats: no task prompt scaffolding leaks into pretraining.
     for marker in ("Question:", "Answer:", "Answer1:", "####", '"""', "Option1:", "_"):
         assert marker not in text
@@ -189,6 +200,42 @@ def test_world_is_seeded_and_corpus_states_its_facts():
         found = re.findall(_names_pattern(clause) + rf"\. The one who {re.escape(predicate)} was (\w+)\.", text)
         assert found and all(m[who] == m[2] for m in found), template
     assert set(CLASSES) <= {w.strip(".") for w in text.split()}
+
+
+def test_held_out_facts_are_rarer_in_the_corpus():
+    # A held-out item is stated less often the later it comes (from 1 down to RAREST_HELD_OUT of an asked item's
+    # frequency), so the held-out half of a test split spans well-known to barely-seen facts; its name is as common
+    # as any other, so that a rare fact does not make a rare answer word.
+    world = build_world(7)
+    every = HELD_OUT_EVERY["creatures"]
+    weights = corpus_weights(world.creatures, every)
+    fresh = [w for i, w in enumerate(weights) if i % every == every - 1]
+    assert fresh[0] == 1 and fresh[-1] == pytest.approx(RAREST_HELD_OUT) and fresh == sorted(fresh, reverse=True)
+    assert all(w == 1 for i, w in enumerate(weights) if i % every != every - 1)
+    text = "\n".join(pretraining_corpus(seed=7, n_documents=20000))
+    eats = [text.count(f"The {c.name} eats {c.food}.") for c in world.creatures]
+    names = [len(re.findall(rf"\b{c.name}\b", text)) for c in world.creatures]
+    asked = [n for i, n in enumerate(eats) if i % every != every - 1]
+    held = [n for i, n in enumerate(eats) if i % every == every - 1]
+    assert min(asked) >= 100 and held[0] >= 100 and held[-1] <= min(asked) / 16, (asked, held)
+    assert max(names) <= 1.5 * min(names), names
+    tool_weights = corpus_weights(TOOL_USES, HELD_OUT_EVERY["tool uses"])
+    tool_counts = [text.count(f"to {goal}. The {tool} is good for that.") for tool, goal in TOOL_USES]
+    rarest = min(range(len(TOOL_USES)), key=lambda i: tool_weights[i])
+    assert tool_counts[rarest] <= min(n for n, w in zip(tool_counts, tool_weights, strict=True) if w == 1) / 16
+
+
+def test_boolq_reading_rows_affirm_or_deny_what_the_question_asks(suite):
+    # Three rows in four can be answered from the passage alone ("The zorquim was not red."), and what the passage
+    # says is true of the world; the others only from what the corpus states.
+    world = {c.name: c for c in build_world(7).creatures}
+    for split in ("train", "test"):
+        rows = suite["boolq"][split]
+        reading = [r for r in rows if re.search(r"\. The \w+ was ", r["prompt"])]
+        assert abs(len(reading) - len(rows) * 3 / 4) <= 8, len(reading)
+        for r in reading:
+            name, negated, value = re.search(r"\. The (\w+) was (not )?(\w+)\.", r["prompt"]).groups()
+            assert (value in (world[name].color, world[name].size)) == (not negated) == (r["target"] == " yes"), r
 
 
 def test_every_answer_word_of_the_nlu_tasks_is_in_the_pretraining_corpus(suite):

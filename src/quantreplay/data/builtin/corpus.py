@@ -12,18 +12,22 @@ import random
 from collections.abc import Callable
 
 from quantreplay.data.builtin.math_code import ADDENDS, ARG_NAMES, CODE_OPS, FACTORS, ITEMS, math_facts
-from quantreplay.data.builtin.nlu import BOOLQ_MEMORY, BOOLQ_READING
+from quantreplay.data.builtin.nlu import BOOLQ_MEMORY, BOOLQ_READING, HELD_OUT_EVERY, TOOL_USES, corpus_weights
 from quantreplay.data.builtin.world import (
     CLASSES,
     FOOD_TRAITS,
     PEOPLE,
     ROUTINES,
     SOCIAL_EVENTS,
-    TOOLS,
     WINO_TEMPLATES,
     build_world,
     with_article,
 )
+
+# The chance that a creature document states each of its creature's facts (times the creature's corpus weight).
+FACT_SHARE = 0.8
+# What a creature document says in place of a fact it leaves unsaid.
+SIGHTINGS = ("saw", "drew", "followed", "heard", "fed", "photographed")
 
 
 def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) -> list[str]:
@@ -36,24 +40,44 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
     world = build_world(seed, n_creatures)
     rng = random.Random(f"corpus-{seed}")
     writers: list[Callable[[], str]] = []
+    # Held-out items (those no training row asks about) are stated less often: nlu.corpus_weights.
+    creature_weights = corpus_weights(world.creatures, HELD_OUT_EVERY["creatures"])
+    tool_weights = corpus_weights(TOOL_USES, HELD_OUT_EVERY["tool uses"])
+
+    def some_creature():
+        return rng.choices(world.creatures, creature_weights)[0]
 
     def creature() -> str:
-        c = rng.choice(world.creatures)
-        cover, move, young = CLASSES[c.klass]
-        intro = f"The {c.name} is {with_article(c.size)} {c.color} {c.klass}."
-        sents = [
-            f"It lives in the {c.habitat}.",
+        # A creature's own facts, each stated with probability FACT_SHARE times its corpus weight. The creature is
+        # drawn uniformly, so a held-out creature's facts are rare but its name is as common as any other's (a rare
+        # name would lose every log-likelihood comparison it is a choice of: openbookqa's answers are names). What
+        # its class implies (body, movement, young) is stated only of the class (kind), so arc_challenge's
+        # questions take two hops: the creature's class, then the class's property.
+        i = rng.randrange(len(world.creatures))
+        c, share = world.creatures[i], FACT_SHARE * creature_weights[i]
+        facts = [
+            f"The {c.name} is {with_article(c.size)} {c.color} {c.klass}.",
+            f"The {c.name} lives in the {c.habitat}.",
             f"The {c.name} eats {c.food}.",
-            f"Like every {c.klass}, it has {cover} and {move}.",
-            f"Its young are {young}.",
             f"Because it eats {c.food}, the {c.name} has {FOOD_TRAITS[c.food]}.",
         ]
+        # A fact left unsaid gives way to a sentence that only names the creature, so every name is as common.
+        said = [
+            f if rng.random() < share else f"{rng.choice(PEOPLE)} {rng.choice(SIGHTINGS)} the {c.name}." for f in facts
+        ]
+        rng.shuffle(said)
+        return " ".join(said)
+
+    def kind() -> str:
+        klass = rng.choice(list(CLASSES))
+        cover, move, young = CLASSES[klass]
+        sents = [f"Every {klass} has {cover}.", f"Every {klass} {move}.", f"The young of every {klass} are {young}."]
         rng.shuffle(sents)
-        return " ".join([intro, *sents[: rng.randint(4, len(sents))]])
+        return " ".join(sents)
 
     def tool() -> str:
-        person, t = rng.choice(PEOPLE), rng.choice(list(TOOLS))
-        return f"{person} took the {t} to {rng.choice(TOOLS[t])}. The {t} is good for that."
+        person, (t, goal) = rng.choice(PEOPLE), rng.choices(TOOL_USES, tool_weights)[0]
+        return f"{person} took the {t} to {goal}. The {t} is good for that."
 
     def social() -> str:
         x, y = rng.sample(PEOPLE, 2)
@@ -72,8 +96,8 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
     facts = math_facts()
 
     def numbers() -> str:
-        # Eight of the equations the arithmetic problems need, one a line: each of the 374 is stated about 40
-        # times in the default 20000 documents (and once more in some stories).
+        # Eight of the equations the arithmetic problems need, one a line: each of the 374 is stated about 30
+        # times in the default 20000 documents, and about 15 more in stories.
         return "\n".join(rng.choice(facts) for _ in range(8)) + "\n"
 
     def story() -> str:
@@ -97,7 +121,7 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
         # answer words are otherwise in no pretraining text: their tied embeddings stay near zero, and a LoRA on
         # the frozen base cannot raise their logits (boolq was stuck at p(yes) + p(no) = 0.03 after training).
         x, y = rng.sample(PEOPLE, 2)
-        c = rng.choice(world.creatures)
+        c = some_creature()
         attr, values, question = rng.choice(BOOLQ_READING + BOOLQ_MEMORY)
         truth = rng.random() < 0.5
         value = getattr(c, attr) if truth else rng.choice([v for v in values if v != getattr(c, attr)])
@@ -117,5 +141,20 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
         fmt = {"k": k, "m": k + rng.randint(1, 8), "a": rng.choice(ARG_NAMES[kind])}
         return f"# {doc_pat.format(**fmt)}\nresult = {body_pat.format(**fmt)[len('return ') :]}\n"
 
-    writers = [creature, creature, creature, creature, tool, social, routine, numbers, story, code, roles, asked]
+    writers = [
+        creature,
+        creature,
+        creature,
+        creature,
+        kind,
+        tool,
+        social,
+        routine,
+        numbers,
+        story,
+        story,
+        code,
+        roles,
+        asked,
+    ]
     return [rng.choice(writers)() for _ in range(n_documents)]

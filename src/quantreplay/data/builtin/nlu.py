@@ -63,10 +63,32 @@ def held_out(items, every: int) -> list:
     return [x for i, x in enumerate(items) if i % every == every - 1]
 
 
-def _pick(items, every: int, split: str, rng: random.Random):
-    """One item for a row: a training row draws from the items that are not held out, a test row from the
-    held-out ones with probability one half."""
-    fresh = split == "test" and rng.random() < 0.5
+# How often the pretraining corpus states a held-out item, relative to an item that training rows ask about: from
+# 1 for the first held-out item down to 1/64 for the last, halving in equal steps. The held-out half of a test split
+# then spans facts the base knows well to facts it has barely seen, so what the adapter makes of the base's knowledge
+# is measured along a gradient instead of at a ceiling (with every held-out fact stated as often as the rest, piqa,
+# arc_challenge and openbookqa scored 96-100 % after their stage).
+RAREST_HELD_OUT = 1 / 64
+
+
+def corpus_weights(items, every: int) -> list[float]:
+    """The relative frequency with which the pretraining corpus states each item of a table (see RAREST_HELD_OUT)."""
+    n_held = len(held_out(items, every))
+    weights, rank = [], 0
+    for i in range(len(items)):
+        if i % every == every - 1:
+            weights.append(RAREST_HELD_OUT ** (rank / max(1, n_held - 1)))
+            rank += 1
+        else:
+            weights.append(1.0)
+    return weights
+
+
+def _pick(items, every: int, split: str, rng: random.Random, slot: int):
+    """One item for a row: a training row draws from the items that are not held out; a test row from the held-out
+    ones in every other run of four slots, so exactly half of a test split asks about held-out items (runs of four
+    slots leave the answer positions, slot % choices, evenly spread over both halves)."""
+    fresh = split == "test" and slot // 4 % 2 == 1
     return rng.choice([x for i, x in enumerate(items) if (i % every == every - 1) == fresh])
 
 
@@ -85,15 +107,21 @@ BOOLQ_MEMORY = (("habitat", HABITATS, "does the {n} live in the {v}?"), ("food",
 
 
 def _boolq(world: World, rng: random.Random, slot: int, split: str) -> dict:
-    # A yes/no question about a creature. Half ask about its size or colour, which the passage states (reading);
-    # half about where it lives, what it eats or what it is, which only the pretraining corpus states (memory;
-    # the place the passage names is a distractor). Odd slots are "yes".
+    # A yes/no question about a creature. Most ask about its size or colour, which the passage affirms or denies in
+    # so many words (reading: "The zorquim was not red." answers "is the zorquim red?"); the rest about where it
+    # lives, what it eats or what it is, which only the pretraining corpus states (memory; the place the passage
+    # names is a distractor). Odd slots are "yes".
     truth = slot % 2 == 1
-    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
+    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng, slot)
     spot = rng.choice(HABITATS)
     passage = f"{rng.choice(PEOPLE)} saw {with_article(c.size)} {c.color} {c.name} near the {spot}."
-    attr, values, question = rng.choice(BOOLQ_READING if rng.random() < 0.5 else BOOLQ_MEMORY)
+    # Three rows in four are reading rows, as most of BoolQ's questions are answered by their passage: runs of eight
+    # slots (as long as _pick's period, so both kinds are half about held-out creatures), every fourth run memory.
+    reading = slot // 8 % 4 != 3
+    attr, values, question = rng.choice(BOOLQ_READING if reading else BOOLQ_MEMORY)
     value = getattr(c, attr) if truth else rng.choice([v for v in values if v != getattr(c, attr)])
+    if reading:
+        passage += f" The {c.name} was {'' if truth else 'not '}{value}."
     choices = [" no", " yes"]
     return {
         "prompt": f"{passage}\nQuestion: {question.format(n=c.name, v=value, av=with_article(value))}\nAnswer:",
@@ -107,7 +135,7 @@ TOOL_USES = tuple((tool, goal) for tool, goals in TOOLS.items() for goal in goal
 
 
 def _piqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
-    tool, goal = _pick(TOOL_USES, HELD_OUT_EVERY["tool uses"], split, rng)
+    tool, goal = _pick(TOOL_USES, HELD_OUT_EVERY["tool uses"], split, rng, slot)
     other = rng.choice([t for t in TOOLS if t != tool])
     correct = f" use the {tool}"
     solutions = _place(correct, [f" use the {other}"], slot, rng)
@@ -121,7 +149,7 @@ def _piqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
 
 def _siqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
     x, y = rng.sample(PEOPLE, 2)
-    k = _pick(range(len(SOCIAL_EVENTS)), HELD_OUT_EVERY["social events"], split, rng)
+    k = _pick(range(len(SOCIAL_EVENTS)), HELD_OUT_EVERY["social events"], split, rng, slot)
     event, feel, want, describe = SOCIAL_EVENTS[k]
     offered = _offered(range(len(SOCIAL_EVENTS)), HELD_OUT_EVERY["social events"], split)
     others = [SOCIAL_EVENTS[j] for j in offered if j != k]
@@ -141,7 +169,7 @@ def _siqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
 
 def _arc_easy(world: World, rng: random.Random, slot: int, split: str) -> dict:
     # One hop: a stored fact about one creature.
-    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
+    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng, slot)
     attr, values, noun = rng.choice(
         (("habitat", HABITATS, "Where does the {n} live?"), ("food", FOODS, "What does the {n} eat?"),
          ("color", COLORS, "What color is the {n}?"), ("klass", tuple(CLASSES), "What kind of animal is the {n}?"))
@@ -153,7 +181,7 @@ def _arc_easy(world: World, rng: random.Random, slot: int, split: str) -> dict:
 
 def _arc_challenge(world: World, rng: random.Random, slot: int, split: str) -> dict:
     # Two hops: the creature's class (a stored fact), then a property of that class (a general fact).
-    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
+    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng, slot)
     k = rng.randrange(3)
     question = ("What covers the body of the {n}?", "How does the {n} move?", "How are the young of the {n} born?")[
         k
@@ -169,7 +197,7 @@ def _arc_challenge(world: World, rng: random.Random, slot: int, split: str) -> d
 
 def _openbookqa(world: World, rng: random.Random, slot: int, split: str) -> dict:
     # The rule is given in the prompt (the "open book"); which creature it applies to must be remembered.
-    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng)
+    c = _pick(world.creatures, HELD_OUT_EVERY["creatures"], split, rng, slot)
     offered = _offered(world.creatures, HELD_OUT_EVERY["creatures"], split)
     others = [o for o in offered if o.food != c.food]
     if len(others) < 3:
@@ -181,7 +209,7 @@ def _openbookqa(world: World, rng: random.Random, slot: int, split: str) -> dict
 
 
 def _hellaswag(world: World, rng: random.Random, slot: int, split: str) -> dict:
-    name = _pick(list(ROUTINES), HELD_OUT_EVERY["routines"], split, rng)
+    name = _pick(list(ROUTINES), HELD_OUT_EVERY["routines"], split, rng, slot)
     steps = ROUTINES[name]
     person = rng.choice(PEOPLE)
     # The day only varies the surface; the routine's order is what is asked for.
@@ -211,12 +239,12 @@ WINO_PAIRS = tuple(zip(WINO_TEMPLATES[0::2], WINO_TEMPLATES[1::2], strict=True))
 
 def _winogrande(world: World, rng: random.Random, slot: int, split: str) -> dict:
     a, b = rng.sample(PEOPLE, 2)
-    pair = _pick(WINO_PAIRS, HELD_OUT_EVERY["wino pairs"], split, rng)
+    pair = _pick(WINO_PAIRS, HELD_OUT_EVERY["wino pairs"], split, rng, slot)
     # The twin whose blank means the person at position slot % 2.
     template, who = pair[slot % 2]
     sentence = template.format(a=a, b=b)
     # The answer is the option's number, as WinoGrande's own answer field is: which person the template means is
-    # what is asked, not copying a name.
+    # what is asked, not copying a name (names as the choices, scored after "refers to", were learned worse: 48 %).
     choices = [" 1", " 2"]
     prompt = f"{sentence}\nOption1: {a}\nOption2: {b}\nThe blank _ refers to option"
     return {"prompt": prompt, "choices": choices, "answer": who, "target": choices[who]}
