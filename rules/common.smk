@@ -176,6 +176,10 @@ def get_previous_adapter(wildcards):
     )
 
 
+def get_replay_params(wildcards):
+    return grid.replay_params(config, wildcards.buffer)
+
+
 def get_train_params(wildcards):
     return grid.train_params(config, wildcards.stage)
 

@@ -138,6 +138,13 @@ BAD_CONFIGS = [
     ),
     ("pass@k listed twice", _set("evaluation.pass_k", [1, 1]), "evaluation.pass_k: lists a k twice, got [1, 1]"),
     ("pass@k as bools", _set("evaluation.pass_k", [True]), "evaluation.pass_k[0]: True is not of type 'integer'"),
+    ("unknown replay draw", _set("replay.draw", "first"), "replay.draw: must be one of uniform, head, got 'first'"),
+    # The head draw floors: 0.0005 of 1000 rows is none, the empty buffer under another label.
+    (
+        "a head buffer that floors to none",
+        lambda c: c.update(buffers=[0, 0.0005], replay={"draw": "head"}),
+        "buffers[1]: 0.0005 replays as many examples of every earlier task as buffers[0]: 0 (0 of 1000 per task)",
+    ),
     ("toy warmup beyond pretraining", _set("models.toy.toy.pretrain_steps", 10), "models.toy.toy.warmup_steps: 40"),
     # 1000 training rows per task: 0.0001 and 0.001 both draw max(1, round(b * n)) = 1 example.
     (

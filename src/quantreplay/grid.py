@@ -279,6 +279,12 @@ def train_params(config: dict, stage: str) -> dict:
     )
 
 
+def replay_params(config: dict, buffer: str) -> dict:
+    """What shapes a replay_mix job besides its inputs and wildcards: the `replay` settings, except for the empty
+    buffer '0', whose mix no draw changes (so changing the draw re-runs only the mixes it changes)."""
+    return {} if Buffer.parse(buffer).fraction == 0 else canonical(config["replay"])
+
+
 def eval_params(config: dict) -> dict:
     """Everything besides the inputs that shapes an evaluation (so changing it re-evaluates, not retrains)."""
     return canonical({"evaluation": config["evaluation"], "quantization": config["quantization"]})

@@ -1,0 +1,70 @@
+"""The authors' protocol as switchable factors: changing one re-runs exactly the jobs it touches.
+
+A grid of its own, finished once per module: the micro config (fp16 and nf4, two buffers, NLU then Math) without
+its code task, so that it runs where no code sandbox can be built. Each test changes one factor on a copy of its
+config and reads which jobs a dry run schedules.
+"""
+
+import copy
+
+import pytest
+
+from conftest import job_counts, micro_config, run_snakemake, scheduled_jobs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("protocol")
+    config = micro_config()
+    del config["tasks"]["pyfunc"]
+    proc = run_snakemake(config, workdir)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return workdir, config
+
+
+def _jobs(config, workdir) -> list[tuple[str, dict]]:
+    proc = run_snakemake(config, workdir, "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return scheduled_jobs(proc.stdout)
+
+
+def _dry(config, workdir) -> dict[str, int]:
+    proc = run_snakemake(config, workdir, "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return job_counts(proc.stdout)
+
+
+def _changed(config: dict, section: str, **values) -> dict:
+    changed = copy.deepcopy(config)
+    changed.setdefault(section, {}).update(values)
+    return changed
+
+
+# Two precisions x two buffers x one seed: four cells; each has a stage-1 and a stage-2 checkpoint, and each
+# precision an untrained base.
+CELLS = 4
+
+
+def _downstream(cells: int) -> dict[str, int]:
+    """The jobs that follow `cells` changed cells: their metrics and R-matrix figures, and the grid's tables."""
+    return {"cell_metrics": cells, "plot_r_matrix": cells, "aggregate": 1, "plots": 1, "all": 1}
+
+
+def _retrained(cells: int) -> dict[str, int]:
+    return {**_downstream(cells), "telemetry": 1}
+
+
+def test_the_finished_grid_schedules_nothing(grid):
+    workdir, config = grid
+    assert _dry(config, workdir) == {}
+
+
+def test_replay_draw_reruns_the_non_empty_mixes_and_what_trains_on_them(grid):
+    workdir, config = grid
+    changed = _changed(config, "replay", draw="head")
+    # The empty buffer's mix is the same under any draw: only the 0.1 buffer's mix, its stage 2 in each precision,
+    # their evaluations and cells.
+    assert _dry(changed, workdir) == {"replay_mix": 1, "train_stage": 2, "evaluate": 2, **_retrained(2)}
+    assert {w["buffer"] for _, w in _jobs(changed, workdir) if "buffer" in w} == {"0.1"}
