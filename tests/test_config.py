@@ -145,6 +145,16 @@ BAD_CONFIGS = [
         lambda c: c.update(buffers=[0, 0.0005], replay={"draw": "head"}),
         "buffers[1]: 0.0005 replays as many examples of every earlier task as buffers[0]: 0 (0 of 1000 per task)",
     ),
+    (
+        "unknown loss",
+        _set("training.loss_reduction", "sum"),
+        "training.loss_reduction: must be one of token_mean, sequence_sum, got 'sum'",
+    ),
+    (
+        "unknown clip scope in a stage",
+        _set("training.stages", {"math": {"grad_clip_scope": "layer"}}),
+        "training.stages.math.grad_clip_scope: must be one of global, per_tensor, got 'layer'",
+    ),
     ("toy warmup beyond pretraining", _set("models.toy.toy.pretrain_steps", 10), "models.toy.toy.warmup_steps: 40"),
     # 1000 training rows per task: 0.0001 and 0.001 both draw max(1, round(b * n)) = 1 example.
     (

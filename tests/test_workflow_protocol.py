@@ -68,3 +68,25 @@ def test_replay_draw_reruns_the_non_empty_mixes_and_what_trains_on_them(grid):
     # their evaluations and cells.
     assert _dry(changed, workdir) == {"replay_mix": 1, "train_stage": 2, "evaluate": 2, **_retrained(2)}
     assert {w["buffer"] for _, w in _jobs(changed, workdir) if "buffer" in w} == {"0.1"}
+
+
+def test_the_loss_reruns_every_training_stage_and_nothing_before(grid):
+    workdir, config = grid
+    changed = copy.deepcopy(config)
+    changed["training"]["loss_reduction"] = "sequence_sum"
+    # Both stages of both precisions, every trained checkpoint; not the data, the mixes, the base or its scores.
+    assert _dry(changed, workdir) == {
+        "train_first_stage": 2,
+        "train_stage": 4,
+        "evaluate": 6,
+        **_retrained(CELLS),
+    }
+    assert not any(r == "evaluate" and w["checkpoint"] == "base" for r, w in _jobs(changed, workdir))
+
+
+def test_clipping_set_for_one_stage_reruns_that_stage_only(grid):
+    workdir, config = grid
+    changed = copy.deepcopy(config)
+    changed["training"]["stages"] = {"math": {"grad_clip_scope": "per_tensor"}}
+    assert _dry(changed, workdir) == {"train_stage": 4, "evaluate": 4, **_retrained(CELLS)}
+    assert {w["stage"] for r, w in _jobs(changed, workdir) if r == "train_stage"} == {"math"}

@@ -37,6 +37,13 @@ LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 # Batches are formed within windows of this many batches sorted by length: padding stays small while the
 # order stays random (the megabatch trick of HF's LengthGroupedSampler).
 LENGTH_WINDOW_BATCHES = 50
+# The training loss: the mean over the batch's target tokens (every token weighs the same), or the authors' sum of
+# each sequence's target-token losses averaged over the batch (a long answer weighs more, and the step grows with
+# the answers' length).
+LOSS_REDUCTIONS = ("token_mean", "sequence_sum")
+# Gradient clipping: one norm over every adapter tensor (torch's clip_grad_norm_), or each tensor clipped to the
+# norm on its own (the authors' code, which clips inside each parameter's backward hook).
+CLIP_SCOPES = ("global", "per_tensor")
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,8 @@ class StageSettings(Settings):
     `warmup_steps` to `lr`, then `schedule` (cosine or linear decay to zero, or constant; quantreplay.schedule).
     Forgetting inside a stage: before the first step and every `probe_every(steps)` steps (about `probe_points`
     times a stage), the eval-mode loss of `probe_examples` fixed test examples of every earlier task.
+    Loss: `loss_reduction` (LOSS_REDUCTIONS, `stage_loss`); gradients clipped to `grad_clip` over `grad_clip_scope`
+    (CLIP_SCOPES, `clip_gradients`).
     """
 
     lr: float = setting(2e-4, positive, "positive")
@@ -69,6 +78,8 @@ class StageSettings(Settings):
     max_seq_len: int = setting(256, lambda v: v >= 8, "at least 8")
     weight_decay: float = setting(0.0, non_negative, "non-negative")
     grad_clip: float = setting(1.0, positive, "positive")
+    grad_clip_scope: str = setting("global", one_of(*CLIP_SCOPES), f"one of {', '.join(CLIP_SCOPES)}")
+    loss_reduction: str = setting("token_mean", one_of(*LOSS_REDUCTIONS), f"one of {', '.join(LOSS_REDUCTIONS)}")
     gradient_checkpointing: bool = setting(False)
     probe_points: int = setting(20, non_negative, "a non-negative integer")
     probe_examples: int = setting(8, positive, "a positive integer")
@@ -196,6 +207,39 @@ def length_grouped_batches(lengths: Sequence[int], *, batch_size: int, steps: in
 def collate(examples: Sequence[Example], *, pad_id: int):
     """Right-pad a batch to its longest example: input_ids, attention_mask, labels tensors."""
     return lm.pad_batch([e.input_ids for e in examples], pad=pad_id, labels=[e.labels for e in examples])
+
+
+def sequence_sum_loss(logits, labels):
+    """The authors' loss: each sequence's summed negative log-likelihood of its target tokens (labels other than
+    IGNORE_INDEX, predicted from the position before), averaged over the batch. In fp32, as transformers' own loss."""
+    import torch.nn.functional as F
+
+    nll = F.cross_entropy(
+        logits[:, :-1, :].float().transpose(1, 2), labels[:, 1:], ignore_index=lm.IGNORE_INDEX, reduction="none"
+    )
+    return nll.sum(dim=1).mean()
+
+
+def stage_loss(model, batch: Mapping, *, reduction: str):
+    """The loss a step minimizes on `batch` (collate's tensors): `token_mean`, the model's own loss (the mean over
+    the batch's target tokens), or `sequence_sum` (`sequence_sum_loss`)."""
+    if reduction == "token_mean":
+        return model(**batch).loss
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return sequence_sum_loss(logits, batch["labels"])
+
+
+def clip_gradients(parameters: Sequence, *, max_norm: float, scope: str) -> None:
+    """Clip the gradients of `parameters` in place to `max_norm`: their global norm (`global`), or each tensor's
+    own norm (`per_tensor`)."""
+    import torch
+
+    if scope == "global":
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            torch.nn.utils.clip_grad_norm_(parameter, max_norm)
 
 
 def probe_sets(tokenizer, test_files: Sequence[str], *, examples: int, max_seq_len: int) -> dict[str, list[Example]]:
@@ -373,10 +417,10 @@ def train_stage(
                 step, lr=stage.lr, warmup_steps=stage.warmup_steps, total_steps=steps, schedule=stage.schedule
             )
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in indices], pad_id=pad_id).items()}
-        loss = model(**batch).loss
+        loss = stage_loss(model, batch, reduction=stage.loss_reduction)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(trainable, stage.grad_clip)
+        clip_gradients(trainable, max_norm=stage.grad_clip, scope=stage.grad_clip_scope)
         # Skips the update (and lowers the scale) when the scaled gradients overflowed.
         scaler.step(optimizer)
         scaler.update()
