@@ -155,6 +155,7 @@ BAD_CONFIGS = [
         _set("training.stages", {"math": {"grad_clip_scope": "layer"}}),
         "training.stages.math.grad_clip_scope: must be one of global, per_tensor, got 'layer'",
     ),
+    ("drop_last not a boolean", _set("evaluation.drop_last", "yes"), "evaluation.drop_last: 'yes' is not of type"),
     ("toy warmup beyond pretraining", _set("models.toy.toy.pretrain_steps", 10), "models.toy.toy.warmup_steps: 40"),
     # 1000 training rows per task: 0.0001 and 0.001 both draw max(1, round(b * n)) = 1 example.
     (

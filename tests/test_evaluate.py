@@ -11,6 +11,7 @@ from quantreplay.data.sources import prepare_split
 from quantreplay.evaluate import (
     EvalSettings,
     code_passes,
+    drop_partial_batch,
     evaluate_checkpoint,
     generate,
     score_code,
@@ -119,3 +120,35 @@ def test_sampled_code_scoring_reports_pass_at_k(model_and_tokenizer):
     passed = scored["passed"].to_list()[1]
     assert scored["pass@3"].to_list()[1] == (1.0 if passed else 0.0)
     assert scored["pass@1"].to_list()[1] == pytest.approx(passed / 3)
+
+
+@pytest.mark.parametrize(("rows", "batch_size", "kept"), [(23, 8, 16), (24, 8, 24), (8, 8, 8), (10, 3, 9)])
+def test_drop_last_keeps_the_whole_batches_in_order(tiny_task_files, rows, batch_size, kept):
+    frame = pl.concat([pl.read_parquet(tiny_task_files["boolq/train"])] * 2).head(rows)
+    assert drop_partial_batch(frame, batch_size=batch_size).equals(frame.head(kept))
+
+
+def test_drop_last_that_leaves_no_example_names_the_key(tiny_task_files):
+    from quantreplay.errors import ConfigError
+
+    frame = pl.read_parquet(tiny_task_files["boolq/test"]).head(5)
+    with pytest.raises(ConfigError, match=r"^evaluation\.drop_last: task 'boolq' has 5 test examples, fewer than "):
+        drop_partial_batch(frame, batch_size=8)
+
+
+def test_drop_last_scores_whole_batches_only(tiny_base, tiny_task_files, tmp_path):
+    # 10 test rows per task, batches of 4: the authors' loader scores 8 of each task, ours all 10.
+    tests = [tiny_task_files[f"{t}/test"] for t in ("boolq", "arithmetic")]
+
+    def scored(drop_last: bool) -> dict:
+        settings = EvalSettings(batch_size=4, drop_last=drop_last, max_new_tokens={"nlu": 2, "math": 4, "code": 4})
+        return evaluate_checkpoint(
+            base=resolve_base(tiny_base), precision="fp32", adapter=None, test_files=tests, settings=settings,
+            quant=QuantConfig(), predictions_out=str(tmp_path / f"{drop_last}.parquet"),
+            scores_out=str(tmp_path / f"{drop_last}.json"), cell={}, threads=1, log=lambda s: None,
+        )["tasks"]  # fmt: skip
+
+    assert {t: s["n"] for t, s in scored(True).items()} == {"boolq": 8, "arithmetic": 8}
+    assert {t: s["n"] for t, s in scored(False).items()} == {"boolq": 10, "arithmetic": 10}
+    kept = pl.read_parquet(tmp_path / "True.parquet").filter(pl.col("task") == "boolq")["id"]
+    assert kept.to_list() == pl.read_parquet(tests[0])["id"].head(8).to_list()

@@ -90,3 +90,10 @@ def test_clipping_set_for_one_stage_reruns_that_stage_only(grid):
     changed["training"]["stages"] = {"math": {"grad_clip_scope": "per_tensor"}}
     assert _dry(changed, workdir) == {"train_stage": 4, "evaluate": 4, **_retrained(CELLS)}
     assert {w["stage"] for r, w in _jobs(changed, workdir) if r == "train_stage"} == {"math"}
+
+
+def test_drop_last_rescores_every_checkpoint_and_retrains_nothing(grid):
+    workdir, config = grid
+    changed = _changed(config, "evaluation", drop_last=True)
+    # The base, stage 1 and the two stage 2s of each precision.
+    assert _dry(changed, workdir) == {"evaluate": 8, **_downstream(CELLS)}

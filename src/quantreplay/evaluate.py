@@ -41,7 +41,8 @@ class EvalSettings(Settings):
 
     max_examples: per task, a seeded subsample of the test split (None: all). batch_size: sequences per
     forward. max_new_tokens: generation budget per family. mc_mode: loglik or generate. code_samples: n
-    completions per code problem (1: greedy; more: sampled at `temperature`, pass@k for k <= n).
+    completions per code problem (1: greedy; more: sampled at `temperature`, pass@k for k <= n). drop_last: score
+    only whole batches of `batch_size` examples of each task, dropping its last partial batch (the authors' code).
     """
 
     max_examples: int | None = setting(None, positive, "positive or null")
@@ -60,6 +61,7 @@ class EvalSettings(Settings):
     sandbox_cpu_seconds: int = setting(5, positive, "positive")
     sandbox_memory_mb: int = setting(1024, positive, "positive")
     code_sandbox: str = setting("bubblewrap", one_of(*SANDBOXES), f"one of {', '.join(SANDBOXES)}")
+    drop_last: bool = setting(False)
 
     def _check_fields(self) -> None:
         if any(k < 1 or k > self.code_samples for k in self.pass_k):
@@ -88,6 +90,20 @@ def subsample(frame: pl.DataFrame, *, max_examples: int | None, seed: int) -> pl
         return frame
     keep = sorted(random.Random(f"eval-{seed}-{frame['task'][0]}").sample(range(frame.height), max_examples))
     return frame[keep]
+
+
+def drop_partial_batch(frame: pl.DataFrame, *, batch_size: int) -> pl.DataFrame:
+    """The rows of `frame` that fill whole batches of `batch_size`, in order: the authors' evaluation loader drops
+    the last partial batch of each task. Raises ConfigError (evaluation.drop_last) if that leaves none."""
+    from quantreplay.errors import ConfigError
+
+    keep = frame.height - frame.height % batch_size
+    if keep == 0:
+        raise ConfigError(
+            f"evaluation.drop_last: task {frame['task'][0]!r} has {frame.height} test examples, fewer than "
+            f"batch_size={batch_size}: dropping the last partial batch leaves none"
+        )
+    return frame.head(keep)
 
 
 # --- model calls --------------------------------------------------------------------------------------------
@@ -296,6 +312,8 @@ def evaluate_checkpoint(
     frames = [
         subsample(read_parquet(path), max_examples=settings.max_examples, seed=settings.seed) for path in test_files
     ]
+    if settings.drop_last:
+        frames = [drop_partial_batch(frame, batch_size=settings.batch_size) for frame in frames]
     # Before the model loads: where code cannot be scored safely, say so in one line and stop.
     code = any(frame["family"][0] == "code" for frame in frames)
     sandbox = boundary(settings.code_sandbox).description if code else None
