@@ -156,6 +156,8 @@ BAD_CONFIGS = [
         "training.stages.math.grad_clip_scope: must be one of global, per_tensor, got 'layer'",
     ),
     ("drop_last not a boolean", _set("evaluation.drop_last", "yes"), "evaluation.drop_last: 'yes' is not of type"),
+    ("unknown decoding", _set("evaluation.decoding", "beam"), "evaluation.decoding: must be one of greedy, sample"),
+    ("top_k with greedy decoding", _set("evaluation.top_k", 50), "evaluation.top_k: applies only to sampling"),
     ("toy warmup beyond pretraining", _set("models.toy.toy.pretrain_steps", 10), "models.toy.toy.warmup_steps: 40"),
     # 1000 training rows per task: 0.0001 and 0.001 both draw max(1, round(b * n)) = 1 example.
     (

@@ -15,6 +15,7 @@ from quantreplay.evaluate import (
     evaluate_checkpoint,
     generate,
     score_code,
+    score_math,
     subsample,
 )
 from quantreplay.quantize import QuantConfig, load_base
@@ -152,3 +153,31 @@ def test_drop_last_scores_whole_batches_only(tiny_base, tiny_task_files, tmp_pat
     assert {t: s["n"] for t, s in scored(False).items()} == {"boolq": 10, "arithmetic": 10}
     kept = pl.read_parquet(tmp_path / "True.parquet").filter(pl.col("task") == "boolq")["id"]
     assert kept.to_list() == pl.read_parquet(tests[0])["id"].head(8).to_list()
+
+
+def test_sampled_decoding_is_reproducible_with_its_seed_and_differs_from_greedy(model_and_tokenizer, tiny_task_files):
+    model, tok = model_and_tokenizer
+    frame = pl.read_parquet(tiny_task_files["arithmetic/test"]).head(6)
+    budget = {"nlu": 2, "math": 12, "code": 4}
+
+    def outputs(**settings) -> list[str]:
+        scored = score_math(model, tok, frame, EvalSettings(max_new_tokens=budget, batch_size=4, **settings), "cpu")
+        return scored["output"].to_list()
+
+    # The authors' sampling: temperature 0.6, top_k 50, top_p 0.9.
+    authors = {"decoding": "sample", "temperature": 0.6, "top_k": 50, "top_p": 0.9}
+    sampled = outputs(seed=3, **authors)
+    assert outputs(seed=3, **authors) == sampled
+    assert outputs(seed=4, **authors) != sampled
+    greedy = outputs()
+    assert sampled != greedy
+    # Keeping only the most likely token samples the greedy answer: top_k reaches generate.
+    assert outputs(decoding="sample", top_k=1, temperature=1.0) == greedy
+
+
+def test_sampling_filters_without_sampling_name_the_key():
+    with pytest.raises(ValueError, match=r"^evaluation\.top_k: applies only to sampling"):
+        parse(EvalSettings, {"top_k": 50}, "evaluation")
+    with pytest.raises(ValueError, match=r"^evaluation\.top_p: must be in \(0, 1\] or null, got 1\.5$"):
+        parse(EvalSettings, {"decoding": "sample", "top_p": 1.5}, "evaluation")
+    assert parse(EvalSettings, {"code_samples": 5, "top_p": 0.9}, "evaluation").top_p == 0.9

@@ -97,3 +97,9 @@ def test_drop_last_rescores_every_checkpoint_and_retrains_nothing(grid):
     changed = _changed(config, "evaluation", drop_last=True)
     # The base, stage 1 and the two stage 2s of each precision.
     assert _dry(changed, workdir) == {"evaluate": 8, **_downstream(CELLS)}
+
+
+def test_sampled_decoding_rescores_every_checkpoint_and_retrains_nothing(grid):
+    workdir, config = grid
+    changed = _changed(config, "evaluation", decoding="sample", temperature=0.6, top_k=50, top_p=0.9)
+    assert _dry(changed, workdir) == {"evaluate": 8, **_downstream(CELLS)}

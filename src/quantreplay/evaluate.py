@@ -5,12 +5,14 @@ Tasks are data (quantreplay.data.rows); scoring depends on the family:
 - nlu (multiple choice): the log-likelihood of each choice given the prompt, as lm-evaluation-harness does:
   `acc` takes the most likely choice, `acc_norm` divides each log-likelihood by the choice's length in bytes.
   Each prompt is read once for all its choices (quantreplay.loglik).
-  Or, mirroring the paper, `generate`: greedy decoding, then the first choice the output names.
-- math: greedy decoding with stop strings; the number after `####` (else the last number) must equal the
-  target's final number (`exact_match`).
-- code: greedy decoding (or n samples, scored with the unbiased pass@k estimator); the judge (quantreplay.judge)
+  Or, mirroring the paper, `generate`: decoding, then the first choice the output names.
+- math: decoding with stop strings; the number after `####` (else the last number) must equal the target's final
+  number (`exact_match`).
+- code: decoding (or n samples, scored with the unbiased pass@k estimator); the judge (quantreplay.judge)
   runs the completion and the row's tests in two separate sandboxes (quantreplay.sandbox) and decides outside
   both.
+
+Decoding is greedy unless `decoding: sample` (EvalSettings), the authors' sampled answers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from quantreplay.sandbox import SANDBOXES, Limits, boundary
 from quantreplay.settings import SettingError, Settings, non_negative, one_of, parse, positive, setting
 
 MC_MODES = ("loglik", "generate")
+# How generation decodes: greedy, or sampled (at `temperature`, with `top_k` / `top_p`, seeded by `seed`).
+DECODINGS = ("greedy", "sample")
 
 
 def _families_present(budgets: dict) -> bool:
@@ -41,7 +45,10 @@ class EvalSettings(Settings):
 
     max_examples: per task, a seeded subsample of the test split (None: all). batch_size: sequences per
     forward. max_new_tokens: generation budget per family. mc_mode: loglik or generate. code_samples: n
-    completions per code problem (1: greedy; more: sampled at `temperature`, pass@k for k <= n). drop_last: score
+    completions per code problem (1: as `decoding`; more: sampled, pass@k for k <= n). decoding: greedy, or
+    sample every generation (multiple choice by generation, math, code) at `temperature`, keeping the `top_k` most
+    likely tokens and the smallest set of probability `top_p` (null: the model's generation config), from `seed`
+    at the start of each task. drop_last: score
     only whole batches of `batch_size` examples of each task, dropping its last partial batch (the authors' code).
     """
 
@@ -54,7 +61,10 @@ class EvalSettings(Settings):
     )
     mc_mode: str = setting("loglik", one_of(*MC_MODES), f"one of {', '.join(MC_MODES)}")
     code_samples: int = setting(1, positive, "positive")
+    decoding: str = setting("greedy", one_of(*DECODINGS), f"one of {', '.join(DECODINGS)}")
     temperature: float = setting(0.8, positive, "positive")
+    top_k: int | None = setting(None, positive, "a positive integer or null")
+    top_p: float | None = setting(None, lambda v: 0 < v <= 1, "in (0, 1] or null")
     pass_k: tuple[int, ...] = setting((1,))
     seed: int = setting(0, non_negative, "non-negative")
     sandbox_wall_seconds: float = setting(10.0, positive, "positive")
@@ -64,6 +74,10 @@ class EvalSettings(Settings):
     drop_last: bool = setting(False)
 
     def _check_fields(self) -> None:
+        # A sampling filter that nothing samples with is a config that does not do what it says.
+        for name in ("top_k", "top_p"):
+            if getattr(self, name) is not None and self.decoding == "greedy" and self.code_samples == 1:
+                raise SettingError(name, "applies only to sampling: set decoding: sample (or code_samples above 1)")
         if any(k < 1 or k > self.code_samples for k in self.pass_k):
             raise SettingError("pass_k", f"must lie in [1, code_samples={self.code_samples}], got {list(self.pass_k)}")
         if len(set(self.pass_k)) < len(self.pass_k):
@@ -119,10 +133,15 @@ def generate(
     batch_size: int,
     device: str,
     samples: int = 1,
+    sample: bool = False,
     temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
     seed: int = 0,
 ) -> list[list[str]]:
-    """Completions of each prompt (greedy when samples == 1), cut at the first stop string.
+    """Completions of each prompt, cut at the first stop string: greedy, or sampled when `sample` or samples > 1
+    (at `temperature`, with `top_k` and `top_p` where given; torch's generator seeded with `seed` first, so the
+    same call gives the same samples).
 
     Prompts are left-padded and batched longest first; decoding stops at eos or when every sequence of the
     batch has produced a stop string.
@@ -138,7 +157,10 @@ def generate(
         idx = order[start : start + batch_size]
         batch = lm.pad_batch([encoded[i] for i in idx], pad=pad, side="left")
         width = batch["input_ids"].shape[1]
-        sampling = {"do_sample": True, "temperature": temperature} if samples > 1 else {"do_sample": False}
+        sampling = {"do_sample": False}
+        if sample or samples > 1:
+            filters = {k: v for k, v in (("top_k", top_k), ("top_p", top_p)) if v is not None}
+            sampling = {"do_sample": True, "temperature": temperature, **filters}
         with torch.no_grad():
             generated = model.generate(
                 input_ids=batch["input_ids"].to(device),
@@ -161,9 +183,10 @@ def generate(
 
 
 def _generate_family(
-    family: str, model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str, **sampling
+    family: str, model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str, samples: int = 1
 ) -> list[list[str]]:
-    """Completions of a frame's prompts with the family's token budget and stop strings."""
+    """`samples` completions of each of a frame's prompts with the family's token budget and stop strings, decoded
+    as the settings say."""
     return generate(
         model,
         tokenizer,
@@ -172,7 +195,12 @@ def _generate_family(
         stops=STOP_STRINGS[family],
         batch_size=settings.batch_size,
         device=device,
-        **sampling,
+        samples=samples,
+        sample=settings.decoding == "sample",
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        seed=settings.seed,
     )
 
 
@@ -242,17 +270,7 @@ def code_passes(completions: Sequence[Sequence[str]], frame: pl.DataFrame, setti
 def score_code(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str) -> pl.DataFrame:
     """Per-example predictions of a code task: completions run against the tests in the sandbox."""
     n = settings.code_samples
-    outputs = _generate_family(
-        "code",
-        model,
-        tokenizer,
-        frame,
-        settings,
-        device,
-        samples=n,
-        temperature=settings.temperature,
-        seed=settings.seed,
-    )
+    outputs = _generate_family("code", model, tokenizer, frame, settings, device, samples=n)
     passed = code_passes(outputs, frame, settings)
     columns = {
         "id": frame["id"],
