@@ -158,6 +158,11 @@ BAD_CONFIGS = [
     ("drop_last not a boolean", _set("evaluation.drop_last", "yes"), "evaluation.drop_last: 'yes' is not of type"),
     ("unknown decoding", _set("evaluation.decoding", "beam"), "evaluation.decoding: must be one of greedy, sample"),
     ("top_k with greedy decoding", _set("evaluation.top_k", 50), "evaluation.top_k: applies only to sampling"),
+    (
+        "unknown code metric",
+        _set("evaluation.code_metric", "bleu"),
+        "evaluation.code_metric: must be one of pass_at_k, rouge1, got 'bleu'",
+    ),
     ("toy warmup beyond pretraining", _set("models.toy.toy.pretrain_steps", 10), "models.toy.toy.warmup_steps: 40"),
     # 1000 training rows per task: 0.0001 and 0.001 both draw max(1, round(b * n)) = 1 example.
     (

@@ -181,3 +181,33 @@ def test_sampling_filters_without_sampling_name_the_key():
     with pytest.raises(ValueError, match=r"^evaluation\.top_p: must be in \(0, 1\] or null, got 1\.5$"):
         parse(EvalSettings, {"decoding": "sample", "top_p": 1.5}, "evaluation")
     assert parse(EvalSettings, {"code_samples": 5, "top_p": 0.9}, "evaluation").top_p == 0.9
+
+
+def test_rouge1_code_scoring_compares_with_the_reference_and_runs_nothing(model_and_tokenizer, monkeypatch):
+    import quantreplay.evaluate as evaluate
+    from quantreplay.evaluate import task_score
+    from quantreplay.extract import rouge1_f
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("rouge1 scoring ran code")
+
+    monkeypatch.setattr(evaluate, "count_passes", no_run)
+    model, tok = model_and_tokenizer
+    frame = pl.DataFrame(
+        {"id": ["c-0", "c-1"], "task": ["pyfunc"] * 2, "family": ["code"] * 2, "prompt": ["def two():\n"] * 2,
+         "target": ["    return 2\n", "    x = 1\n    return x\n"], "tests": ["assert two() == 2\n"] * 2,
+         "entry_point": ["two"] * 2, "code_prefix": ["def two():\n"] * 2}
+    )  # fmt: skip
+    for samples in (1, 3):
+        settings = EvalSettings(code_metric="rouge1", code_samples=samples,
+                                max_new_tokens={"nlu": 1, "math": 1, "code": 6})  # fmt: skip
+        scored = score_code(model, tok, frame, settings, "cpu")
+        if samples == 1:
+            # Greedy: each score is the ROUGE-1 F of the completion against its row's reference.
+            expected = [rouge1_f(o, t) for o, t in zip(scored["output"], frame["target"], strict=True)]
+            assert scored["correct"].to_list() == expected
+        assert all(0 <= v <= 1 for v in scored["correct"])
+        score = task_score("code", scored, settings)
+        assert score["metric"] == "rouge1" and score["value"] == pytest.approx(sum(scored["correct"]) / 2)
+    with pytest.raises(ValueError, match=r"^evaluation\.pass_k: is not reported with code_metric rouge1"):
+        parse(EvalSettings, {"code_metric": "rouge1", "code_samples": 5, "pass_k": [1, 5]}, "evaluation")

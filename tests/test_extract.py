@@ -2,7 +2,7 @@
 
 import pytest
 
-from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, truncate_at_stop
+from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, rouge1_f, truncate_at_stop
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,13 @@ def test_every_family_has_stop_strings_that_end_a_code_completion_at_the_next_de
     assert set(STOP_STRINGS) == {"nlu", "math", "code"}
     completion = "    return a + b\n\ndef helper():\n    pass"
     assert truncate_at_stop(completion, STOP_STRINGS["code"]) == "    return a + b\n"
+
+
+def test_rouge1_on_known_pairs():
+    # Shared words: the (once: min of 2 and 1), cat, on, mat = 4 of 6 on each side: P = R = F = 2/3.
+    assert rouge1_f("the cat lay on a mat", "the cat sat on the mat") == pytest.approx(2 / 3)
+    # Precision 2/2, recall 2/4: F = 2PR / (P + R) = 2/3.
+    assert rouge1_f("return x", "return x + y * 2") == pytest.approx(2 * 1 * 0.5 / 1.5)
+    # Words only: code that computes the opposite scores full marks, and no shared word scores zero.
+    assert rouge1_f("    return a - b\n", "    return a + b\n") == 1.0
+    assert rouge1_f("pass", "return 2") == 0.0

@@ -103,3 +103,15 @@ def test_sampled_decoding_rescores_every_checkpoint_and_retrains_nothing(grid):
     workdir, config = grid
     changed = _changed(config, "evaluation", decoding="sample", temperature=0.6, top_k=50, top_p=0.9)
     assert _dry(changed, workdir) == {"evaluate": 8, **_downstream(CELLS)}
+
+
+def test_rouge1_code_scoring_rescores_every_checkpoint_and_needs_no_sandbox(grid, tmp_path):
+    workdir, config = grid
+    changed = _changed(config, "evaluation", code_metric="rouge1")
+    # Every checkpoint is scored on every task in one job: the code score re-runs every evaluation.
+    assert _dry(changed, workdir) == {"evaluate": 8, **_downstream(CELLS)}
+    # With the code task: ROUGE-1 runs no completion, so the workflow starts where no sandbox can be built.
+    with_code = _changed(micro_config(), "evaluation", code_metric="rouge1", code_sandbox="bubblewrap")
+    proc = run_snakemake(with_code, tmp_path, "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout)["evaluate"] == 8

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from quantreplay import controls, lm
-from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, truncate_at_stop
+from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, rouge1_f, truncate_at_stop
 from quantreplay.judge import count_passes
 from quantreplay.loglik import choice_loglikelihoods
 from quantreplay.sandbox import SANDBOXES, Limits, boundary
@@ -33,6 +33,9 @@ from quantreplay.settings import SettingError, Settings, non_negative, one_of, p
 MC_MODES = ("loglik", "generate")
 # How generation decodes: greedy, or sampled (at `temperature`, with `top_k` / `top_p`, seeded by `seed`).
 DECODINGS = ("greedy", "sample")
+# How a code completion is scored: run against the row's tests (pass@k), or ROUGE-1 F against the reference
+# solution (the authors' code, which runs nothing).
+CODE_METRICS = ("pass_at_k", "rouge1")
 
 
 def _families_present(budgets: dict) -> bool:
@@ -48,7 +51,8 @@ class EvalSettings(Settings):
     completions per code problem (1: as `decoding`; more: sampled, pass@k for k <= n). decoding: greedy, or
     sample every generation (multiple choice by generation, math, code) at `temperature`, keeping the `top_k` most
     likely tokens and the smallest set of probability `top_p` (null: the model's generation config), from `seed`
-    at the start of each task. drop_last: score
+    at the start of each task. code_metric: pass_at_k (run against the tests) or rouge1 (ROUGE-1 F against the
+    reference solution, the mean over a problem's samples; nothing runs). drop_last: score
     only whole batches of `batch_size` examples of each task, dropping its last partial batch (the authors' code).
     """
 
@@ -66,6 +70,7 @@ class EvalSettings(Settings):
     top_k: int | None = setting(None, positive, "a positive integer or null")
     top_p: float | None = setting(None, lambda v: 0 < v <= 1, "in (0, 1] or null")
     pass_k: tuple[int, ...] = setting((1,))
+    code_metric: str = setting("pass_at_k", one_of(*CODE_METRICS), f"one of {', '.join(CODE_METRICS)}")
     seed: int = setting(0, non_negative, "non-negative")
     sandbox_wall_seconds: float = setting(10.0, positive, "positive")
     sandbox_cpu_seconds: int = setting(5, positive, "positive")
@@ -78,6 +83,8 @@ class EvalSettings(Settings):
         for name in ("top_k", "top_p"):
             if getattr(self, name) is not None and self.decoding == "greedy" and self.code_samples == 1:
                 raise SettingError(name, "applies only to sampling: set decoding: sample (or code_samples above 1)")
+        if self.code_metric == "rouge1" and self.pass_k != (1,):
+            raise SettingError("pass_k", f"is not reported with code_metric rouge1, got {list(self.pass_k)}")
         if any(k < 1 or k > self.code_samples for k in self.pass_k):
             raise SettingError("pass_k", f"must lie in [1, code_samples={self.code_samples}], got {list(self.pass_k)}")
         if len(set(self.pass_k)) < len(self.pass_k):
@@ -268,9 +275,13 @@ def code_passes(completions: Sequence[Sequence[str]], frame: pl.DataFrame, setti
 
 
 def score_code(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str) -> pl.DataFrame:
-    """Per-example predictions of a code task: completions run against the tests in the sandbox."""
+    """Per-example predictions of a code task: completions run against the tests in the sandbox, or (code_metric
+    rouge1) their ROUGE-1 F against the reference solution, averaged over the samples, in `correct`."""
     n = settings.code_samples
     outputs = _generate_family("code", model, tokenizer, frame, settings, device, samples=n)
+    if settings.code_metric == "rouge1":
+        rouge = [sum(rouge1_f(o, t) for o in out) / n for out, t in zip(outputs, frame["target"], strict=True)]
+        return pl.DataFrame({"id": frame["id"], "output": [o[0] for o in outputs], "correct": rouge})
     passed = code_passes(outputs, frame, settings)
     columns = {
         "id": frame["id"],
@@ -295,6 +306,8 @@ def task_score(family: str, predictions: pl.DataFrame, settings: EvalSettings) -
         }
     if family == "math":
         return {"metric": "exact_match", "value": predictions["correct"].mean(), "n": n}
+    if settings.code_metric == "rouge1":
+        return {"metric": "rouge1", "value": predictions["correct"].mean(), "n": n}
     extra = {f"pass@{k}": predictions[f"pass@{k}"].mean() for k in settings.pass_k}
     return {"metric": "pass@1", "value": predictions["correct"].mean(), "n": n, **extra}
 
@@ -333,8 +346,8 @@ def evaluate_checkpoint(
     if settings.drop_last:
         frames = [drop_partial_batch(frame, batch_size=settings.batch_size) for frame in frames]
     # Before the model loads: where code cannot be scored safely, say so in one line and stop.
-    code = any(frame["family"][0] == "code" for frame in frames)
-    sandbox = boundary(settings.code_sandbox).description if code else None
+    runs_code = any(frame["family"][0] == "code" for frame in frames) and settings.code_metric == "pass_at_k"
+    sandbox = boundary(settings.code_sandbox).description if runs_code else None
     device = lm.job_device(threads)
     tokenizer, model = lm.load_checkpoint(base, precision=precision, quant=quant, device=device, adapter=adapter)
     model.eval()

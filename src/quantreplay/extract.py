@@ -1,7 +1,8 @@
 """What a generated answer says: the pure functions that turn model output into a prediction, per family.
 
 Each family's stop strings and its extraction rule live here together: nlu (which choice a generated answer
-names), math (the final number of a worked answer), code (where a completion ends), and the pass@k estimator.
+names), math (the final number of a worked answer), code (where a completion ends), the pass@k estimator, and the
+authors' code score, ROUGE-1 F against the reference solution.
 No model, no file: unit-tested in tests/test_extract.py.
 """
 
@@ -55,6 +56,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def rouge1_f(prediction: str, reference: str) -> float:
+    """ROUGE-1 F-measure of `prediction` against `reference` (Google's rouge-score package: lower-cased words of
+    letters and digits, no stemming): the authors' code score. It counts shared words, not whether code runs:
+    `return a - b` scores 1.0 against `return a + b`."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1"]).score(reference, prediction)["rouge1"].fmeasure
 
 
 def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
