@@ -16,6 +16,7 @@ from quantreplay.evaluate import (
     generate,
     score_code,
     score_math,
+    score_multiple_choice,
     subsample,
 )
 from quantreplay.quantize import QuantConfig, load_base
@@ -98,7 +99,7 @@ def test_evaluate_checkpoint_writes_scores_and_predictions(tiny_base, tiny_task_
 
 
 def test_settings_name_bad_values():
-    with pytest.raises(ValueError, match="^mc_mode: must be one of loglik, generate, got 'vote'$"):
+    with pytest.raises(ValueError, match="^mc_mode: must be one of loglik, generate, label_word, got 'vote'$"):
         EvalSettings(mc_mode="vote")
     with pytest.raises(ValueError, match=r"^evaluation\.pass_k: must lie in \[1, code_samples=2\], got \[5\]$"):
         parse(EvalSettings, {"code_samples": 2, "pass_k": [5]}, "evaluation")
@@ -211,3 +212,20 @@ def test_rouge1_code_scoring_compares_with_the_reference_and_runs_nothing(model_
         assert score["metric"] == "rouge1" and score["value"] == pytest.approx(sum(scored["correct"]) / 2)
     with pytest.raises(ValueError, match=r"^evaluation\.pass_k: is not reported with code_metric rouge1"):
         parse(EvalSettings, {"code_metric": "rouge1", "code_samples": 5, "pass_k": [1, 5]}, "evaluation")
+
+
+def test_label_word_scoring_picks_the_choice_the_output_names(model_and_tokenizer, tiny_task_files, monkeypatch):
+    import quantreplay.evaluate as evaluate
+
+    model, tok = model_and_tokenizer
+    frame = pl.read_parquet(tiny_task_files["piqa/test"]).head(4)
+    settings = EvalSettings(mc_mode="label_word", max_new_tokens={"nlu": 4, "math": 1, "code": 1})
+    scored = score_multiple_choice(model, tok, frame, settings, "cpu")
+    # The tiny model names no label word: nothing is picked, everything is wrong.
+    assert scored["prediction"].to_list() == [None] * 4 and not scored["correct"].any()
+    # Outputs in the authors' format: the first label word decides; answer words are not piqa's.
+    said = [" the correct answer is solution2", "solution1 or solution2", "answer1", "Solution1"]
+    monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [[o] for o in said])
+    scored = score_multiple_choice(model, tok, frame, settings, "cpu")
+    assert scored["prediction"].to_list() == [1, 0, None, None]
+    assert scored["correct"].to_list() == [p == a for p, a in zip([1, 0, None, None], frame["answer"], strict=True)]

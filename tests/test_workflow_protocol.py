@@ -115,3 +115,9 @@ def test_rouge1_code_scoring_rescores_every_checkpoint_and_needs_no_sandbox(grid
     proc = run_snakemake(with_code, tmp_path, "--dry-run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout)["evaluate"] == 8
+
+
+def test_label_word_multiple_choice_rescores_every_checkpoint_and_retrains_nothing(grid):
+    workdir, config = grid
+    changed = _changed(config, "evaluation", mc_mode="label_word")
+    assert _dry(changed, workdir) == {"evaluate": 8, **_downstream(CELLS)}

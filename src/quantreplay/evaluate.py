@@ -5,7 +5,8 @@ Tasks are data (quantreplay.data.rows); scoring depends on the family:
 - nlu (multiple choice): the log-likelihood of each choice given the prompt, as lm-evaluation-harness does:
   `acc` takes the most likely choice, `acc_norm` divides each log-likelihood by the choice's length in bytes.
   Each prompt is read once for all its choices (quantreplay.loglik).
-  Or, mirroring the paper, `generate`: decoding, then the first choice the output names.
+  Or, mirroring the paper, `generate`: decoding, then the first choice the output names; or `label_word`: decoding,
+  then the first of the authors' label words (answer1, solution2, true, ...) the output names.
 - math: decoding with stop strings; the number after `####` (else the last number) must equal the target's final
   number (`exact_match`).
 - code: decoding (or n samples, scored with the unbiased pass@k estimator); the judge (quantreplay.judge)
@@ -24,13 +25,21 @@ from dataclasses import dataclass
 import polars as pl
 
 from quantreplay import controls, lm
-from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, rouge1_f, truncate_at_stop
+from quantreplay.extract import (
+    STOP_STRINGS,
+    final_number,
+    pass_at_k,
+    pick_choice,
+    pick_label_word,
+    rouge1_f,
+    truncate_at_stop,
+)
 from quantreplay.judge import count_passes
 from quantreplay.loglik import choice_loglikelihoods
 from quantreplay.sandbox import SANDBOXES, Limits, boundary
 from quantreplay.settings import SettingError, Settings, non_negative, one_of, parse, positive, setting
 
-MC_MODES = ("loglik", "generate")
+MC_MODES = ("loglik", "generate", "label_word")
 # How generation decodes: greedy, or sampled (at `temperature`, with `top_k` / `top_p`, seeded by `seed`).
 DECODINGS = ("greedy", "sample")
 # How a code completion is scored: run against the row's tests (pass@k), or ROUGE-1 F against the reference
@@ -47,7 +56,8 @@ class EvalSettings(Settings):
     """How a checkpoint is evaluated (config `evaluation`).
 
     max_examples: per task, a seeded subsample of the test split (None: all). batch_size: sequences per
-    forward. max_new_tokens: generation budget per family. mc_mode: loglik or generate. code_samples: n
+    forward. max_new_tokens: generation budget per family. mc_mode: loglik, generate (the choice
+    the output names by its text) or label_word (by the authors' label words). code_samples: n
     completions per code problem (1: as `decoding`; more: sampled, pass@k for k <= n). decoding: greedy, or
     sample every generation (multiple choice by generation, math, code) at `temperature`, keeping the `top_k` most
     likely tokens and the smallest set of probability `top_p` (null: the model's generation config), from `seed`
@@ -213,9 +223,13 @@ def _generate_family(
 
 def score_multiple_choice(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str) -> pl.DataFrame:
     """Per-example predictions of a multiple-choice task: columns id, prediction, correct, correct_norm."""
-    if settings.mc_mode == "generate":
+    if settings.mc_mode in ("generate", "label_word"):
         outputs = _generate_family("nlu", model, tokenizer, frame, settings, device)
-        picks = [pick_choice(o[0], c) for o, c in zip(outputs, frame["choices"], strict=True)]
+        if settings.mc_mode == "generate":
+            picks = [pick_choice(o[0], c) for o, c in zip(outputs, frame["choices"], strict=True)]
+        else:
+            task = frame["task"][0]
+            picks = [pick_label_word(o[0], task, c) for o, c in zip(outputs, frame["choices"], strict=True)]
         correct = [p == a for p, a in zip(picks, frame["answer"], strict=True)]
         return pl.DataFrame(
             {
