@@ -182,7 +182,7 @@ def get_replay_params(wildcards):
 
 
 def get_train_params(wildcards):
-    return grid.train_params(config, wildcards.stage)
+    return grid.train_params(config, wildcards.stage, wildcards.precision)
 
 
 def get_test_data(wildcards):

@@ -163,6 +163,16 @@ BAD_CONFIGS = [
         _set("evaluation.code_metric", "bleu"),
         "evaluation.code_metric: must be one of pass_at_k, rouge1, got 'bleu'",
     ),
+    (
+        "continuation of an unknown precision",
+        lambda c: c.update(continuation={"per_precision": {"fp8": "merge"}}),
+        "continuation.per_precision: must be a map of precisions (fp32, bf16",
+    ),
+    (
+        "unknown continuation",
+        lambda c: c.update(continuation={"mode": "restart"}),
+        "continuation.mode: must be one of continue, merge, got 'restart'",
+    ),
     ("toy warmup beyond pretraining", _set("models.toy.toy.pretrain_steps", 10), "models.toy.toy.warmup_steps: 40"),
     # 1000 training rows per task: 0.0001 and 0.001 both draw max(1, round(b * n)) = 1 example.
     (

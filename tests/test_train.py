@@ -40,6 +40,7 @@ def _train(
     steps=4,
     seed=0,
     lr=5e-3,
+    continuation="continue",
     **stage,
 ):
     files = files or [tiny_task_files["boolq/train"], tiny_task_files["piqa/train"]]
@@ -56,6 +57,7 @@ def _train(
         seed=seed,
         threads=1,
         cell={"precision": precision, "stage": "nlu"},
+        continuation=continuation,
         log=lambda s: None,
     )
 
@@ -340,3 +342,100 @@ def test_the_authors_loss_and_clipping_train_and_change_the_adapter(tiny_base, t
     assert authors.loss_curve[0][1] > clean.loss_curve[0][1]
     weights = [(tmp_path / d / "adapter" / "adapter_model.safetensors").read_bytes() for d in ("clean", "authors")]
     assert weights[0] != weights[1]
+
+
+def _logits(model, batch) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def _merge_stage_model(base: str, precision: str, previous: str):
+    """A merge stage's model before its first step: `previous` merged into the base, a fresh adapter on top."""
+    model = load_base(base, precision=precision, quant=QUANT, device="cpu")
+    return attach_adapter(
+        model, lora=LoraSettings(), previous_adapter=previous, seed=0, gradient_checkpointing=False,
+        continuation="merge",
+    )  # fmt: skip
+
+
+# What merging means for each base: the previous update added to the base's weights as they are held, in fp32. For
+# nf4 those are the NF4 values (fakequant-nf4 holds them as fp32 numbers), not re-quantized after the addition.
+MERGED_REFERENCE = {"fp32": "fp32", "nf4": "fakequant-nf4"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "nf4"])
+def test_merging_reproduces_the_merged_model_and_the_fresh_adapter_starts_at_zero(
+    tiny_base, tiny_task_files, tmp_path, precision
+):
+    from peft import PeftModel
+
+    _train(tiny_base, tiny_task_files, tmp_path / "s1", precision=precision, steps=4)
+    stage1 = str(tmp_path / "s1" / "adapter")
+    batch = _boolq_batch(tiny_base, tiny_task_files, 4)
+    base = resolve_base(tiny_base)
+    reference = load_base(base, precision=MERGED_REFERENCE[precision], quant=QUANT, device="cpu")
+    merged = _logits(PeftModel.from_pretrained(reference, stage1).merge_and_unload(), batch)
+    model = _merge_stage_model(base, precision, stage1)
+    assert torch.allclose(_logits(model, batch), merged, atol=1e-4)
+    # ... far closer than the stage-1 update moved them, or than the fp32 base lies from the nf4 one.
+    unmerged = _logits(load_base(base, precision=MERGED_REFERENCE[precision], quant=QUANT, device="cpu"), batch)
+    assert (merged - unmerged).abs().max() > 1e-2
+    if precision == "nf4":
+        assert (merged - _logits(PeftModel.from_pretrained(load_base(base, precision="fp32", quant=QUANT,
+                device="cpu"), stage1).merge_and_unload(), batch)).abs().max() > 1e-2  # fmt: skip
+    # The fresh adapter starts at zero update (B = 0) and is all that trains; the merged update is frozen.
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".default." in n for n in trainable)
+    assert all(not p.any() for n, p in model.named_parameters() if "lora_B.default" in n)
+    # The base's own weights are as loaded: an nf4 base stays quantized, its codes untouched.
+    fresh = load_base(base, precision=precision, quant=QUANT, device="cpu")
+    name = "model.layers.0.self_attn.q_proj"
+    held = model.get_submodule(f"base_model.model.{name}.base_layer").weight
+    assert (
+        torch.equal(held.data, fresh.get_submodule(name).weight.data)
+        and held.dtype == fresh.get_submodule(name).weight.dtype
+    )
+
+
+@pytest.mark.parametrize("precision", ["fp32", "nf4"])
+def test_a_merge_stage_saves_one_adapter_of_the_whole_update(tiny_base, tiny_task_files, tmp_path, precision):
+    from peft import PeftModel
+
+    from quantreplay.train import save_merged_adapter
+
+    _train(tiny_base, tiny_task_files, tmp_path / "s1", precision=precision, steps=4)
+    stage1 = str(tmp_path / "s1" / "adapter")
+    base = resolve_base(tiny_base)
+    batch = _boolq_batch(tiny_base, tiny_task_files, 4)
+    model = _merge_stage_model(base, precision, stage1)
+    # A trained fresh adapter, in effect: random B.
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B.default" in n:
+                p.normal_(std=0.02)
+    expected = _logits(model, batch)
+    save_merged_adapter(model, str(tmp_path / "merged"))
+    saved = PeftModel.from_pretrained(load_base(base, precision=precision, quant=QUANT, device="cpu"),
+                                      str(tmp_path / "merged"))  # fmt: skip
+    assert saved.peft_config["default"].r == 16 and saved.peft_config["default"].lora_alpha == 16
+    assert torch.allclose(_logits(saved, batch), expected, atol=1e-4)
+    # Through train_stage: the stage trains the fresh adapter and saves the sum; train.json says how it continued.
+    merge = _train(tiny_base, tiny_task_files, tmp_path / "s2", precision=precision, previous=stage1, steps=2,
+                   continuation="merge")  # fmt: skip
+    assert merge.report["continuation"] == "merge"
+    again = PeftModel.from_pretrained(load_base(base, precision=precision, quant=QUANT, device="cpu"),
+                                      str(tmp_path / "s2" / "adapter"))  # fmt: skip
+    assert again.peft_config["default"].r == 16
+    cont = _train(tiny_base, tiny_task_files, tmp_path / "c2", precision=precision, previous=stage1, steps=2)
+    assert cont.report["continuation"] == "continue"
+    assert not torch.allclose(
+        _logits(again, batch),
+        _logits(
+            PeftModel.from_pretrained(
+                load_base(base, precision=precision, quant=QUANT, device="cpu"), str(tmp_path / "c2" / "adapter")
+            ),
+            batch,
+        ),
+    )

@@ -121,3 +121,15 @@ def test_label_word_multiple_choice_rescores_every_checkpoint_and_retrains_nothi
     workdir, config = grid
     changed = _changed(config, "evaluation", mc_mode="label_word")
     assert _dry(changed, workdir) == {"evaluate": 8, **_downstream(CELLS)}
+
+
+def test_merging_at_one_precision_reruns_that_precisions_later_stages_only(grid):
+    workdir, config = grid
+    # The authors' asymmetric protocol: fp16 merges, nf4 continues.
+    changed = _changed(config, "continuation", per_precision={"fp16": "merge"})
+    assert _dry(changed, workdir) == {"train_stage": 2, "evaluate": 2, **_retrained(2)}
+    jobs = _jobs(changed, workdir)
+    assert {(w["precision"], w["stage"]) for r, w in jobs if r == "train_stage"} == {("fp16", "math")}
+    # The same for every precision: every later stage.
+    everywhere = _changed(config, "continuation", mode="merge")
+    assert _dry(everywhere, workdir) == {"train_stage": 4, "evaluate": 4, **_retrained(CELLS)}

@@ -239,10 +239,11 @@ def _settings_classes() -> dict:
     from quantreplay.intervals import AnalysisSettings
     from quantreplay.quantize import QuantConfig
     from quantreplay.replay import ReplaySettings
-    from quantreplay.train import LoraSettings
+    from quantreplay.train import ContinuationSettings, LoraSettings
 
     return {
         "replay": ReplaySettings,
+        "continuation": ContinuationSettings,
         "lora": LoraSettings,
         "quantization": QuantConfig,
         "evaluation": EvalSettings,

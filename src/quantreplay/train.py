@@ -3,6 +3,13 @@
 Read top to bottom: settings, tokenization and length-grouped batches, then
 `train_stage`, the loop (load, build, step, log, save). Stage 1 creates the adapter; every later stage loads
 the previous stage's adapter and keeps training it, so the DAG's order is the training order.
+
+Or, for the precisions that `continuation` says `merge` (the authors' fp16), a later stage merges the previous
+adapter into the frozen base and trains a fresh one. The merged base keeps the previous update beside the base's
+own weights, unrounded (a frozen LoRA in fp32): for int8 and nf4 the base's quantized weights stay as they are,
+never dequantized and re-quantized, so the factor changes how the adapter continues and not the quantization
+error. The stage saves one adapter of the summed update (`save_merged_adapter`, rank r per stage so far), so every
+checkpoint is still one standard PEFT folder on the original base.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from quantreplay import controls, lm
 from quantreplay.io import package_versions, read_parquet, sha256_files, staging_dir, write_json
 from quantreplay.manifest import check_inputs, write_manifest
 from quantreplay.quantize import (
+    PRECISIONS,
     QuantConfig,
     compute_dtype,
     cpu_capability,
@@ -44,6 +52,11 @@ LOSS_REDUCTIONS = ("token_mean", "sequence_sum")
 # Gradient clipping: one norm over every adapter tensor (torch's clip_grad_norm_), or each tensor clipped to the
 # norm on its own (the authors' code, which clips inside each parameter's backward hook).
 CLIP_SCOPES = ("global", "per_tensor")
+# How a later stage continues: training the previous stage's adapter further, or merging it into the frozen base
+# and training a fresh adapter (the authors' fp16).
+CONTINUATIONS = ("continue", "merge")
+# The PEFT adapter name of the previous stages' frozen, merged update while a merge stage trains.
+MERGED = "merged"
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,25 @@ class StageSettings(Settings):
     def probe_every(self, steps: int) -> int | None:
         """Steps between two probes of a stage of `steps` steps (None: no probe)."""
         return max(1, math.ceil(steps / self.probe_points)) if self.probe_points else None
+
+
+def _continuation_map(value) -> bool:
+    return all(p in PRECISIONS and m in CONTINUATIONS for p, m in value.items())
+
+
+@dataclass(frozen=True)
+class ContinuationSettings(Settings):
+    """How every stage after the first continues (config `continuation`): `mode` for every precision, and
+    `per_precision` overrides, e.g. {fp16: merge} for the authors' protocol (fp16 merges, int8 and nf4 continue)."""
+
+    mode: str = setting("continue", one_of(*CONTINUATIONS), f"one of {', '.join(CONTINUATIONS)}")
+    per_precision: dict = setting(
+        {}, _continuation_map, f"a map of precisions ({', '.join(PRECISIONS)}) to {' or '.join(CONTINUATIONS)}"
+    )
+
+    def for_precision(self, precision: str) -> str:
+        """The continuation of `precision`'s later stages."""
+        return self.per_precision.get(precision, self.mode)
 
 
 @dataclass
@@ -278,11 +310,19 @@ def read_training_rows(paths: Sequence[str]) -> pl.DataFrame:
 
 
 def attach_adapter(
-    model, *, lora: LoraSettings, previous_adapter: str | None, seed: int, gradient_checkpointing: bool
+    model,
+    *,
+    lora: LoraSettings,
+    previous_adapter: str | None,
+    seed: int,
+    gradient_checkpointing: bool,
+    continuation: str = "continue",
 ):
-    """Wrap `model` with a trainable LoRA adapter: a new one (seeded init) or the previous stage's."""
+    """Wrap `model` with a trainable LoRA adapter: a new one (seeded init), the previous stage's (`continue`), or
+    a new one on the base with the previous stage's update merged in (`merge`: the previous adapter frozen as
+    adapter MERGED, without dropout, active beside the new one; the new one starts at zero update)."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
         # Norms and embeddings in fp32 and input grads on, as QLoRA does; checkpointing only when asked,
@@ -295,9 +335,8 @@ def attach_adapter(
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    if previous_adapter is not None:
+    if previous_adapter is not None and continuation == "continue":
         return PeftModel.from_pretrained(model, previous_adapter, is_trainable=True)
-    torch.manual_seed(seed)
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -305,7 +344,61 @@ def attach_adapter(
         target_modules=list(lora.target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    if previous_adapter is None:
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
+    merged = PeftConfig.from_pretrained(previous_adapter)
+    # The merged update is part of the frozen base: no dropout on it, no gradient.
+    merged.lora_dropout = 0.0
+    merged.inference_mode = True
+    model = PeftModel.from_pretrained(model, previous_adapter, adapter_name=MERGED, config=merged)
+    torch.manual_seed(seed)
+    model.add_adapter("default", config)
+    model.base_model.set_adapter([MERGED, "default"])
+    for name, parameter in model.named_parameters():
+        if f".{MERGED}." in name:
+            parameter.requires_grad = False
+    return model
+
+
+def _lora_scale(config) -> float:
+    # PEFT multiplies a LoRA's B @ A by alpha / r (alpha / sqrt(r) with rsLoRA, which these adapters never use).
+    if config.use_rslora or config.rank_pattern or config.alpha_pattern:
+        raise ValueError("merging needs one rank and alpha for every module, without rsLoRA")
+    return config.lora_alpha / config.r
+
+
+def save_merged_adapter(model, output: str) -> None:
+    """Save a merge stage's whole update as one PEFT adapter of the original base: per module A = [A_merged;
+    A_new] and B = [s_merged B_merged, s_new B_new] (s = alpha / r), rank r_merged + r_new at scale 1, no dropout.
+    Its update B @ A is the merged adapter's plus the new one's, so it loads as any stage's adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    parts = [(get_peft_model_state_dict(model, adapter_name=n), model.peft_config[n]) for n in (MERGED, "default")]
+    state = {}
+    for key in parts[1][0]:
+        if key.endswith("lora_A.weight"):
+            state[key] = torch.cat([p[key].float() for p, _ in parts], dim=0)
+        elif key.endswith("lora_B.weight"):
+            state[key] = torch.cat([p[key].float() * _lora_scale(c) for p, c in parts], dim=1)
+        else:
+            raise ValueError(f"cannot merge adapter weight {key}")
+    new = parts[1][1]
+    rank = sum(c.r for _, c in parts)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=0.0,
+        target_modules=sorted(new.target_modules),
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=new.base_model_name_or_path,
+    )
+    os.makedirs(output, exist_ok=True)
+    config.save_pretrained(output)
+    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(output, "adapter_model.safetensors"),
+              metadata={"format": "pt"})  # fmt: skip
 
 
 @dataclass
@@ -334,12 +427,14 @@ def train_stage(
     cell: dict,
     probe_files: Sequence[str] = (),
     setting_keys: dict | None = None,
+    continuation: str = "continue",
     log: Callable[[str], None] = print,
 ) -> StageResult:
     """Train one stage and write the adapter (a PEFT folder) and train.json.
 
     `base` is what `from_pretrained` takes (see quantreplay.bases.resolve_base); `train_files` are the stage's
-    parquets; `previous_adapter` is the previous stage's adapter folder, None for stage 1. `cell` (model,
+    parquets; `previous_adapter` is the previous stage's adapter folder, None for stage 1, which `continuation`
+    (CONTINUATIONS) trains further or merges into the base under a fresh adapter. `cell` (model,
     precision, seed, buffer, stage) is copied into the report. The adapter folder is written under a temporary
     name and renamed when complete; its manifest (quantreplay.manifest) is written once it is in place.
     """
@@ -367,7 +462,9 @@ def train_stage(
         previous_adapter=previous_adapter,
         seed=seed,
         gradient_checkpointing=stage.gradient_checkpointing,
+        continuation=continuation,
     )
+    merging = previous_adapter is not None and continuation == "merge"
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in model.parameters())
@@ -437,13 +534,17 @@ def train_stage(
     # --- save ---------------------------------------------------------------------------------------------
     train_seconds = sum(step_seconds)
     with staging_dir(adapter_out) as tmp:
-        model.save_pretrained(tmp)
+        if merging:
+            save_merged_adapter(model, tmp)
+        else:
+            model.save_pretrained(tmp)
     write_manifest(adapter_out)
     steady = sorted(step_seconds[1:] or step_seconds)
     report = {
         "cell": cell,
         "base": base,
         "previous_adapter": previous_adapter,
+        "continuation": continuation if previous_adapter is not None else None,
         "lora": asdict(lora),
         "quantization": asdict(quant),
         "stage": asdict(stage),
@@ -524,5 +625,6 @@ def run_stage(
         cell=cell,
         probe_files=probe_files,
         setting_keys=setting_keys,
+        continuation=settings.get("continuation", "continue"),
         log=log,
     )
