@@ -428,6 +428,10 @@ def test_a_merge_stage_saves_one_adapter_of_the_whole_update(tiny_base, tiny_tas
     again = PeftModel.from_pretrained(load_base(base, precision=precision, quant=QUANT, device="cpu"),
                                       str(tmp_path / "s2" / "adapter"))  # fmt: skip
     assert again.peft_config["default"].r == 16
+    # A third stage merges the first two stages' sum in turn: r per stage so far.
+    _train(tiny_base, tiny_task_files, tmp_path / "s3", precision=precision, previous=str(tmp_path / "s2" / "adapter"),
+           steps=1, continuation="merge")  # fmt: skip
+    assert json.loads((tmp_path / "s3" / "adapter" / "adapter_config.json").read_text())["r"] == 24
     cont = _train(tiny_base, tiny_task_files, tmp_path / "c2", precision=precision, previous=stage1, steps=2)
     assert cont.report["continuation"] == "continue"
     assert not torch.allclose(
