@@ -6,10 +6,15 @@ config and reads which jobs a dry run schedules.
 """
 
 import copy
+import os
+import shutil
+import subprocess
 
 import pytest
+import yaml
 
-from conftest import job_counts, micro_config, run_snakemake, scheduled_jobs
+from conftest import ROOT, SNAKEMAKE, expected_job_counts, job_counts, micro_config, run_snakemake, scheduled_jobs
+from quantreplay.config import check_config, load_schema
 
 pytestmark = pytest.mark.slow
 
@@ -133,3 +138,49 @@ def test_merging_at_one_precision_reruns_that_precisions_later_stages_only(grid)
     # The same for every precision: every later stage.
     everywhere = _changed(config, "continuation", mode="merge")
     assert _dry(everywhere, workdir) == {"train_stage": 4, "evaluate": 4, **_retrained(CELLS)}
+
+
+def _overlaid(tier: str) -> dict:
+    """The tier's config with config/paper_protocol.yaml merged into it key by key, as Snakemake merges them."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((ROOT / "config" / tier).read_text())
+    update_config(config, yaml.safe_load((ROOT / "config" / "paper_protocol.yaml").read_text()))
+    return config
+
+
+@pytest.mark.parametrize("tier", ["config.yaml", "smollm2.yaml", "paper.yaml"])
+def test_the_authors_protocol_is_one_overlay_on_any_tier(tier, tmp_path):
+    config = _overlaid(tier)
+    check_config(config, load_schema(ROOT / "config" / "schema" / "config.schema.yaml"))
+    # Every factor at the authors' value; the tier's other keys as they were.
+    assert config["continuation"] == {"mode": "continue", "per_precision": {"fp16": "merge"}}
+    assert config["replay"]["draw"] == "head"
+    assert (config["training"]["loss_reduction"], config["training"]["grad_clip_scope"]) == ("sequence_sum",
+                                                                                           "per_tensor")  # fmt: skip
+    evaluation = config["evaluation"]
+    assert (evaluation["decoding"], evaluation["temperature"], evaluation["top_k"], evaluation["top_p"]) == (
+        "sample", 0.6, 50, 0.9
+    )  # fmt: skip
+    assert (evaluation["mc_mode"], evaluation["code_metric"], evaluation["drop_last"]) == (
+        "label_word",
+        "rouge1",
+        True,
+    )
+    tier_alone = yaml.safe_load((ROOT / "config" / tier).read_text())
+    assert config["training"]["lr"] == tier_alone["training"]["lr"] and set(config["tasks"]) == set(
+        tier_alone["tasks"]
+    )
+    # One command: the tier's file, then the overlay. Laid out like a checkout, so a tier's file replaces the
+    # default config rather than merging into it (tests/test_paper_config.py).
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    proc = subprocess.run(
+        [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2", "-n",
+         "--configfile", str(ROOT / "config" / tier), str(ROOT / "config" / "paper_protocol.yaml")],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The factors change what jobs compute, not which jobs there are.
+    assert job_counts(proc.stdout) == expected_job_counts(config)
