@@ -73,8 +73,8 @@ run-mechanism: install run-deps
 # figure: runs/protocol/protocol_ablation.{csv,md,png}. PROTOCOL_VARIANTS picks some, in order (clean first).
 PROTOCOL := runs/protocol
 PROTOCOL_VARIANTS ?=
-PROTOCOL_ARGS := --runs $(PROTOCOL) --tier config/config.yaml --grid config/protocol_grid.yaml --cores $(CORES) \
-	$(if $(PROTOCOL_VARIANTS),--variants $(PROTOCOL_VARIANTS))
+# The tier, the grid and the authors' overlay are the module's defaults (`python -m quantreplay.protocol --help`).
+PROTOCOL_ARGS := --runs $(PROTOCOL) --cores $(CORES) $(if $(PROTOCOL_VARIANTS),--variants $(PROTOCOL_VARIANTS))
 
 run-protocol: install run-deps
 	$(BIN)/python -m quantreplay.protocol run $(PROTOCOL_ARGS)

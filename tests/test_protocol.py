@@ -154,3 +154,12 @@ def test_the_ablation_on_a_micro_grid(tmp_path, monkeypatch):
     # Both claims measured (an estimate with its interval) in both runs.
     assert table["estimate"].null_count() == 0 and (table["ci_low"] <= table["ci_high"]).all()
     assert all((runs / f"protocol_ablation.{ext}").is_file() for ext in ("csv", "md", "png", "svg"))
+
+
+def test_the_command_lists_the_variants_and_rejects_an_unknown_one(capsys):
+    authors = str(ROOT / "config" / "paper_protocol.yaml")
+    protocol.main(["list", "--authors", authors])
+    assert capsys.readouterr().out.split() == ["clean", "authors", *protocol.FACTORS]
+    with pytest.raises(SystemExit):
+        protocol.main(["list", "--authors", authors, "--variants", "clean", "nope"])
+    assert "unknown variant(s) nope" in capsys.readouterr().err
