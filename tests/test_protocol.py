@@ -140,6 +140,10 @@ def test_the_ablation_on_a_micro_grid(tmp_path, monkeypatch):
     common = {"tier": str(tier), "grid": None, "cores": 2, "snakefile": str(ROOT / "Snakefile"), "capture": True}
     proc = protocol.run_variant(runs, "clean", every["clean"], **common)
     assert proc.returncode == 0, proc.stderr[-6000:]
+    # A second ablation's clean run starts from the first's finished run: nothing left to do.
+    again = protocol.run_variant(tmp_path / "again", "clean", {}, clean_from=runs / "clean", extra=["--dry-run"],
+                                 **common)  # fmt: skip
+    assert again.returncode == 0 and job_counts(again.stdout) == {}, again.stderr[-3000:]
     dry = protocol.run_variant(runs, "decoding", every["decoding"], extra=["--dry-run"], **common)
     assert dry.returncode == 0, dry.stderr[-3000:]
     counts = job_counts(dry.stdout)

@@ -10,6 +10,8 @@ The variants share everything a factor does not touch. A variant's folder starts
 run (its results, logs, benchmarks and Snakemake's metadata records, `seed_variant`), so Snakemake's rerun triggers
 re-run only the jobs whose params the factor changes (tests/test_workflow_protocol.py proves which): an evaluation
 factor re-scores every checkpoint and trains nothing, a training factor re-trains from the first stage it changes.
+The clean run itself starts, likewise, from a finished run of the tier where there is one (`make run`'s): the
+reduced grid's cells are cells of the default grid.
 
 `python -m quantreplay.protocol run` runs every variant in turn and then collects; `collect` writes, from each
 variant's findings.csv, `<runs>/protocol_ablation.csv` (one row per variant and claim), `.md` (one row per
@@ -151,14 +153,17 @@ def snakemake_command(variant_dir: str | os.PathLike, files: Sequence[str], *, c
 
 
 def run_variant(runs: str | os.PathLike, variant: str, overlay: Mapping, *, tier: str, grid: str | None, cores: int,
-                snakefile: str = "Snakefile", extra: Sequence[str] = (),
+                snakefile: str = "Snakefile", clean_from: str | os.PathLike | None = None, extra: Sequence[str] = (),
                 capture: bool = False) -> subprocess.CompletedProcess:  # fmt: skip
-    """Write the variant's overlay, seed its folder from the clean run (`seed_variant`), run Snakemake on it."""
+    """Write the variant's overlay, seed its folder (`seed_variant`) from the clean run, or the clean run's from
+    `clean_from` (a finished run of the tier, e.g. `make run`'s: its cells of the reduced grid are reused), and run
+    Snakemake on it."""
     variant_dir = Path(runs) / variant
     variant_dir.mkdir(parents=True, exist_ok=True)
     write_overlay(variant_dir, variant, overlay)
-    if variant != CLEAN:
-        seed_variant(Path(runs) / CLEAN, variant_dir)
+    source = Path(runs) / CLEAN if variant != CLEAN else clean_from
+    if source:
+        seed_variant(source, variant_dir)
     command = snakemake_command(variant_dir, configfiles(variant_dir, overlay, tier, grid), cores=cores,
                                 snakefile=snakefile, extra=extra)  # fmt: skip
     return subprocess.run(command, capture_output=capture, text=True, check=False)
@@ -252,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tier", default="config/config.yaml", help="the tier's config file")
     parser.add_argument("--grid", default="config/protocol_grid.yaml", help="the reduced grid's overlay ('' for none)")
     parser.add_argument("--authors", default="config/paper_protocol.yaml", help="every factor at the authors' value")
+    parser.add_argument("--clean-from", default=".", help="a finished run of the tier that the clean run starts from "
+                        "where it has none yet (default: the checkout's own, `make run`; '' for none)")  # fmt: skip
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--variants", nargs="*", help="a subset, in order (default: every variant)")
     args = parser.parse_args(argv)
@@ -269,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in names:
             print(f"== protocol variant {name}: {switched(name)}", flush=True)
             proc = run_variant(args.runs, name, every[name], tier=args.tier, grid=args.grid or None,
-                               cores=args.cores, extra=extra)  # fmt: skip
+                               cores=args.cores, clean_from=args.clean_from or None, extra=extra)  # fmt: skip
             if proc.returncode != 0:
                 sys.exit(f"protocol variant {name}: snakemake failed (exit {proc.returncode})")
         if args.action == "dry-run":
