@@ -133,14 +133,19 @@ def finished(run_dir: str | os.PathLike) -> bool:
 
 def seed_variant(clean_dir: str | os.PathLike, variant_dir: str | os.PathLike) -> bool:
     """Start `variant_dir` as a copy of the finished clean run (RUN_PARTS, modification times kept), so that only
-    the jobs a factor changes re-run. Does nothing, and returns False, where the variant already has results or the
-    clean run is not finished."""
+    the jobs a factor changes re-run. The aggregate step's tables are left out: they are remade in every variant,
+    and a variant whose run stopped early must not show the clean run's findings as its own. Does nothing, and
+    returns False, where the variant already has results or the clean run is not finished."""
+    from quantreplay.grid import PATHS, TABLES
+
     clean, variant = Path(clean_dir), Path(variant_dir)
     if (variant / "results").exists() or not finished(clean):
         return False
     for part in RUN_PARTS:
         if (clean / part).is_dir():
             shutil.copytree(clean / part, variant / part, copy_function=shutil.copy2)
+    for name in TABLES:
+        (variant / PATHS["table"].format(name=name)).unlink(missing_ok=True)
     return True
 
 
