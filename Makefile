@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 RUN_PACKAGES ?= bubblewrap
 SYSTEM_PACKAGES ?= $(RUN_PACKAGES) chromium munge slurm-client slurmctld slurmd
 
-.PHONY: install run run-real run-mechanism cost test lint system-deps run-deps packages
+.PHONY: install run run-real run-mechanism run-protocol protocol-dry-run cost test lint system-deps run-deps packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,22 @@ run-mechanism: install run-deps
 	$(BIN)/snakemake $(MECHANISM_CONFIG) --report results/report.html
 	@cat $(MECHANISM)/results/tables/mechanism.md
 	@echo "Report: $(CURDIR)/$(MECHANISM)/results/report.html"
+
+# The protocol ablation (README, "The protocol ablation"): the clean protocol, the authors' (config/paper_protocol.yaml)
+# and each factor alone, one run each in runs/protocol/<variant>/ on the default tier and config/protocol_grid.yaml;
+# each variant starts from the clean run's results, so only what its factor changes re-runs. Then one table and one
+# figure: runs/protocol/protocol_ablation.{csv,md,png}. PROTOCOL_VARIANTS picks some, in order (clean first).
+PROTOCOL := runs/protocol
+PROTOCOL_VARIANTS ?=
+# The tier, the grid and the authors' overlay are the module's defaults (`python -m quantreplay.protocol --help`).
+PROTOCOL_ARGS := --runs $(PROTOCOL) --cores $(CORES) $(if $(PROTOCOL_VARIANTS),--variants $(PROTOCOL_VARIANTS))
+
+run-protocol: install run-deps
+	$(BIN)/python -m quantreplay.protocol run $(PROTOCOL_ARGS)
+
+# What each variant would run now (before the clean run: everything; after it: only what its factor changes).
+protocol-dry-run: install
+	$(BIN)/python -m quantreplay.protocol dry-run $(PROTOCOL_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -48,8 +48,9 @@ with one_line_errors():
 
 # Code is scored only in a sandbox (or with the boundary switched off by name): where none can be built, stop
 # before any job rather than after hours of training. The evaluate job checks again on the machine it runs on.
+# Scored by ROUGE-1 (evaluation.code_metric), code never runs.
 with one_line_errors():
-    if any(
+    if config["evaluation"]["code_metric"] == "pass_at_k" and any(
         task_catalog_entry(n, t).family == "code" for n, t in config["tasks"].items()
     ):
         boundary(config["evaluation"]["code_sandbox"])
@@ -176,8 +177,12 @@ def get_previous_adapter(wildcards):
     )
 
 
+def get_replay_params(wildcards):
+    return grid.replay_params(config, wildcards.buffer)
+
+
 def get_train_params(wildcards):
-    return grid.train_params(config, wildcards.stage)
+    return grid.train_params(config, wildcards.stage, wildcards.precision)
 
 
 def get_test_data(wildcards):

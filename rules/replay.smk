@@ -16,6 +16,7 @@ rule replay_mix:
     resources:
         mem_mb=2000,
     params:
+        settings=get_replay_params,
         code=library_code("replay_mix"),
     script:
         "../scripts/replay_mix.py"

@@ -15,5 +15,6 @@ with one_line_errors():
         buffer=snakemake.wildcards.buffer,
         seed=int(snakemake.wildcards.seed),
         output=snakemake.output[0],
+        settings=snakemake.params.settings,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )

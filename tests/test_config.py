@@ -138,6 +138,41 @@ BAD_CONFIGS = [
     ),
     ("pass@k listed twice", _set("evaluation.pass_k", [1, 1]), "evaluation.pass_k: lists a k twice, got [1, 1]"),
     ("pass@k as bools", _set("evaluation.pass_k", [True]), "evaluation.pass_k[0]: True is not of type 'integer'"),
+    ("unknown replay draw", _set("replay.draw", "first"), "replay.draw: must be one of uniform, head, got 'first'"),
+    # The head draw floors: 0.0005 of 1000 rows is none, the empty buffer under another label.
+    (
+        "a head buffer that floors to none",
+        lambda c: c.update(buffers=[0, 0.0005], replay={"draw": "head"}),
+        "buffers[1]: 0.0005 replays as many examples of every earlier task as buffers[0]: 0 (0 of 1000 per task)",
+    ),
+    (
+        "unknown loss",
+        _set("training.loss_reduction", "sum"),
+        "training.loss_reduction: must be one of token_mean, sequence_sum, got 'sum'",
+    ),
+    (
+        "unknown clip scope in a stage",
+        _set("training.stages", {"math": {"grad_clip_scope": "layer"}}),
+        "training.stages.math.grad_clip_scope: must be one of global, per_tensor, got 'layer'",
+    ),
+    ("drop_last not a boolean", _set("evaluation.drop_last", "yes"), "evaluation.drop_last: 'yes' is not of type"),
+    ("unknown decoding", _set("evaluation.decoding", "beam"), "evaluation.decoding: must be one of greedy, sample"),
+    ("top_k with greedy decoding", _set("evaluation.top_k", 50), "evaluation.top_k: applies only to sampling"),
+    (
+        "unknown code metric",
+        _set("evaluation.code_metric", "bleu"),
+        "evaluation.code_metric: must be one of pass_at_k, rouge1, got 'bleu'",
+    ),
+    (
+        "continuation of an unknown precision",
+        lambda c: c.update(continuation={"per_precision": {"fp8": "merge"}}),
+        "continuation.per_precision: must be a map of precisions (fp32, bf16",
+    ),
+    (
+        "unknown continuation",
+        lambda c: c.update(continuation={"mode": "restart"}),
+        "continuation.mode: must be one of continue, merge, got 'restart'",
+    ),
     ("toy warmup beyond pretraining", _set("models.toy.toy.pretrain_steps", 10), "models.toy.toy.warmup_steps: 40"),
     # 1000 training rows per task: 0.0001 and 0.001 both draw max(1, round(b * n)) = 1 example.
     (

@@ -11,9 +11,12 @@ from quantreplay.data.sources import prepare_split
 from quantreplay.evaluate import (
     EvalSettings,
     code_passes,
+    drop_partial_batch,
     evaluate_checkpoint,
     generate,
     score_code,
+    score_math,
+    score_multiple_choice,
     subsample,
 )
 from quantreplay.quantize import QuantConfig, load_base
@@ -96,7 +99,7 @@ def test_evaluate_checkpoint_writes_scores_and_predictions(tiny_base, tiny_task_
 
 
 def test_settings_name_bad_values():
-    with pytest.raises(ValueError, match="^mc_mode: must be one of loglik, generate, got 'vote'$"):
+    with pytest.raises(ValueError, match="^mc_mode: must be one of loglik, generate, label_word, got 'vote'$"):
         EvalSettings(mc_mode="vote")
     with pytest.raises(ValueError, match=r"^evaluation\.pass_k: must lie in \[1, code_samples=2\], got \[5\]$"):
         parse(EvalSettings, {"code_samples": 2, "pass_k": [5]}, "evaluation")
@@ -119,3 +122,110 @@ def test_sampled_code_scoring_reports_pass_at_k(model_and_tokenizer):
     passed = scored["passed"].to_list()[1]
     assert scored["pass@3"].to_list()[1] == (1.0 if passed else 0.0)
     assert scored["pass@1"].to_list()[1] == pytest.approx(passed / 3)
+
+
+@pytest.mark.parametrize(("rows", "batch_size", "kept"), [(23, 8, 16), (24, 8, 24), (8, 8, 8), (10, 3, 9)])
+def test_drop_last_keeps_the_whole_batches_in_order(tiny_task_files, rows, batch_size, kept):
+    frame = pl.concat([pl.read_parquet(tiny_task_files["boolq/train"])] * 2).head(rows)
+    assert drop_partial_batch(frame, batch_size=batch_size).equals(frame.head(kept))
+
+
+def test_drop_last_that_leaves_no_example_names_the_key(tiny_task_files):
+    from quantreplay.errors import ConfigError
+
+    frame = pl.read_parquet(tiny_task_files["boolq/test"]).head(5)
+    with pytest.raises(ConfigError, match=r"^evaluation\.drop_last: task 'boolq' has 5 test examples, fewer than "):
+        drop_partial_batch(frame, batch_size=8)
+
+
+def test_drop_last_scores_whole_batches_only(tiny_base, tiny_task_files, tmp_path):
+    # 10 test rows per task, batches of 4: the authors' loader scores 8 of each task, ours all 10.
+    tests = [tiny_task_files[f"{t}/test"] for t in ("boolq", "arithmetic")]
+
+    def scored(drop_last: bool) -> dict:
+        settings = EvalSettings(batch_size=4, drop_last=drop_last, max_new_tokens={"nlu": 2, "math": 4, "code": 4})
+        return evaluate_checkpoint(
+            base=resolve_base(tiny_base), precision="fp32", adapter=None, test_files=tests, settings=settings,
+            quant=QuantConfig(), predictions_out=str(tmp_path / f"{drop_last}.parquet"),
+            scores_out=str(tmp_path / f"{drop_last}.json"), cell={}, threads=1, log=lambda s: None,
+        )["tasks"]  # fmt: skip
+
+    assert {t: s["n"] for t, s in scored(True).items()} == {"boolq": 8, "arithmetic": 8}
+    assert {t: s["n"] for t, s in scored(False).items()} == {"boolq": 10, "arithmetic": 10}
+    kept = pl.read_parquet(tmp_path / "True.parquet").filter(pl.col("task") == "boolq")["id"]
+    assert kept.to_list() == pl.read_parquet(tests[0])["id"].head(8).to_list()
+
+
+def test_sampled_decoding_is_reproducible_with_its_seed_and_differs_from_greedy(model_and_tokenizer, tiny_task_files):
+    model, tok = model_and_tokenizer
+    frame = pl.read_parquet(tiny_task_files["arithmetic/test"]).head(6)
+    budget = {"nlu": 2, "math": 12, "code": 4}
+
+    def outputs(**settings) -> list[str]:
+        scored = score_math(model, tok, frame, EvalSettings(max_new_tokens=budget, batch_size=4, **settings), "cpu")
+        return scored["output"].to_list()
+
+    # The authors' sampling: temperature 0.6, top_k 50, top_p 0.9.
+    authors = {"decoding": "sample", "temperature": 0.6, "top_k": 50, "top_p": 0.9}
+    sampled = outputs(seed=3, **authors)
+    assert outputs(seed=3, **authors) == sampled
+    assert outputs(seed=4, **authors) != sampled
+    greedy = outputs()
+    assert sampled != greedy
+    # Keeping only the most likely token samples the greedy answer: top_k reaches generate.
+    assert outputs(decoding="sample", top_k=1, temperature=1.0) == greedy
+
+
+def test_sampling_filters_without_sampling_name_the_key():
+    with pytest.raises(ValueError, match=r"^evaluation\.top_k: applies only to sampling"):
+        parse(EvalSettings, {"top_k": 50}, "evaluation")
+    with pytest.raises(ValueError, match=r"^evaluation\.top_p: must be in \(0, 1\] or null, got 1\.5$"):
+        parse(EvalSettings, {"decoding": "sample", "top_p": 1.5}, "evaluation")
+    assert parse(EvalSettings, {"code_samples": 5, "top_p": 0.9}, "evaluation").top_p == 0.9
+
+
+def test_rouge1_code_scoring_compares_with_the_reference_and_runs_nothing(model_and_tokenizer, monkeypatch):
+    import quantreplay.evaluate as evaluate
+    from quantreplay.evaluate import task_score
+    from quantreplay.extract import rouge1_f
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("rouge1 scoring ran code")
+
+    monkeypatch.setattr(evaluate, "count_passes", no_run)
+    model, tok = model_and_tokenizer
+    frame = pl.DataFrame(
+        {"id": ["c-0", "c-1"], "task": ["pyfunc"] * 2, "family": ["code"] * 2, "prompt": ["def two():\n"] * 2,
+         "target": ["    return 2\n", "    x = 1\n    return x\n"], "tests": ["assert two() == 2\n"] * 2,
+         "entry_point": ["two"] * 2, "code_prefix": ["def two():\n"] * 2}
+    )  # fmt: skip
+    for samples in (1, 3):
+        settings = EvalSettings(code_metric="rouge1", code_samples=samples,
+                                max_new_tokens={"nlu": 1, "math": 1, "code": 6})  # fmt: skip
+        scored = score_code(model, tok, frame, settings, "cpu")
+        if samples == 1:
+            # Greedy: each score is the ROUGE-1 F of the completion against its row's reference.
+            expected = [rouge1_f(o, t) for o, t in zip(scored["output"], frame["target"], strict=True)]
+            assert scored["correct"].to_list() == expected
+        assert all(0 <= v <= 1 for v in scored["correct"])
+        score = task_score("code", scored, settings)
+        assert score["metric"] == "rouge1" and score["value"] == pytest.approx(sum(scored["correct"]) / 2)
+    with pytest.raises(ValueError, match=r"^evaluation\.pass_k: is not reported with code_metric rouge1"):
+        parse(EvalSettings, {"code_metric": "rouge1", "code_samples": 5, "pass_k": [1, 5]}, "evaluation")
+
+
+def test_label_word_scoring_picks_the_choice_the_output_names(model_and_tokenizer, tiny_task_files, monkeypatch):
+    import quantreplay.evaluate as evaluate
+
+    model, tok = model_and_tokenizer
+    frame = pl.read_parquet(tiny_task_files["piqa/test"]).head(4)
+    settings = EvalSettings(mc_mode="label_word", max_new_tokens={"nlu": 4, "math": 1, "code": 1})
+    scored = score_multiple_choice(model, tok, frame, settings, "cpu")
+    # The tiny model names no label word: nothing is picked, everything is wrong.
+    assert scored["prediction"].to_list() == [None] * 4 and not scored["correct"].any()
+    # Outputs in the authors' format: the first label word decides; answer words are not piqa's.
+    said = [" the correct answer is solution2", "solution1 or solution2", "answer1", "Solution1"]
+    monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [[o] for o in said])
+    scored = score_multiple_choice(model, tok, frame, settings, "cpu")
+    assert scored["prediction"].to_list() == [1, 0, None, None]
+    assert scored["correct"].to_list() == [p == a for p, a in zip([1, 0, None, None], frame["answer"], strict=True)]

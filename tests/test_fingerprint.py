@@ -19,7 +19,8 @@ def _copy_src(tmp_path: Path) -> Path:
 
 
 def test_each_script_runs_the_modules_it_imports_and_no_others():
-    # Every step checks its inputs against their manifests, whose paths come from the grid's table.
+    # Every step checks its inputs against their manifests, whose paths come from the grid's table; the grid's
+    # buffers come with the replay settings (`replay.draw`).
     checks = {
         "quantreplay",
         "quantreplay.errors",
@@ -27,6 +28,7 @@ def test_each_script_runs_the_modules_it_imports_and_no_others():
         "quantreplay.manifest",
         "quantreplay.grid",
         "quantreplay.replay",
+        "quantreplay.settings",
     }
     assert set(library_modules(SCRIPTS / "plots.py", SRC)) == checks | {"quantreplay.plots"}
     assert set(library_modules(SCRIPTS / "cell_metrics.py", SRC)) == checks | {"quantreplay.metrics"}

@@ -47,6 +47,39 @@ def test_paper_config_passes_the_config_check_with_the_papers_recipe(paper):
     }
 
 
+# Hub repositories whose main branch holds Parquet or JSON data files and no loading script (each checked as
+# config/paper.yaml says above it), and the two read from the Hub's Parquet export because main holds only a script.
+NO_SCRIPT = {"google/boolq", "allenai/ai2_arc", "allenai/openbookqa", "Rowan/hellaswag", "allenai/winogrande",
+             "openai/gsm8k", "sahil2801/CodeAlpaca-20k", "openai/openai_humaneval"}  # fmt: skip
+PARQUET_EXPORT = {"piqa": "ybisk/piqa", "siqa": "allenai/social_i_qa"}
+
+
+def test_where_the_paper_is_silent_the_config_takes_the_notebooks_value(paper):
+    # NF4 computes in fp16 (bnb_4bit_compute_dtype=torch.float16), not QLoRA's bf16.
+    assert paper["quantization"]["nf4_compute_dtype"] == "fp16"
+    training = paper["training"]
+    assert (training["schedule"], training["warmup_steps"], training["max_seq_len"], training["grad_clip"]) == (
+        "constant", 10, 2048, 1.0
+    )  # fmt: skip
+
+
+def test_every_hub_dataset_loads_without_a_loading_script(paper):
+    """datasets >= 4 refuses a repository's `<name>.py`: every split names a repository checked to hold none, or the
+    Parquet export (refs/convert/parquet) of one that does, read by the parquet builder."""
+    for task, spec in paper["tasks"].items():
+        for split in ("train", "test"):
+            if split not in spec:
+                continue
+            source = spec[split]
+            if task in PARQUET_EXPORT:
+                assert (source["path"], source["split"]) == ("parquet", "train"), (task, split)
+                hf_split = "validation" if split == "test" else "train"
+                export = f"hf://datasets/{PARQUET_EXPORT[task]}@refs/convert/parquet/*/{hf_split}/*.parquet"
+                assert source["data_files"] == export, (task, split)
+            else:
+                assert source["path"] in NO_SCRIPT and not source.get("data_files"), (task, split)
+
+
 def test_dry_run_lists_the_papers_grid_and_touches_no_hub(paper, tmp_path, monkeypatch):
     (tmp_path / "config").mkdir()
     shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")

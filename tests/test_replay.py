@@ -84,3 +84,53 @@ def test_absolute_count_buffer():
         new=[_task("code", 10)], earlier=[_task("boolq", 100), _task("math", 3)], buffer=Buffer(count=5), seed=0
     )
     assert dict(mix.filter(pl.col("replay")).group_by("task").len().iter_rows()) == {"boolq": 5, "math": 3}
+
+
+@pytest.mark.parametrize(("fraction", "n"), [(0.1, 40), (0.2, 1000), (0.001, 1000), (0.001, 999), (0.29, 100)])
+def test_head_replay_takes_the_first_floor_b_n_rows(fraction, n):
+    # The authors' `dataset[:int(n * frac)]`: the first rows in file order, floored (0.1 % of 999 rows is none;
+    # 0.29 * 100 is 28.999... in floating point, and their code takes 28), whatever the seed.
+    frame = _task("boolq", n)
+    picked = sample_replay(frame, buffer=Buffer(fraction=fraction), seed=0, draw="head")
+    assert picked["id"].to_list() == [f"boolq-train-{i}" for i in range(int(n * fraction))]
+    assert sample_replay(frame, buffer=Buffer(fraction=fraction), seed=7, draw="head").equals(picked)
+    assert sample_replay(frame, buffer=Buffer(count=3), seed=0, draw="head")["id"].to_list() == [
+        f"boolq-train-{i}" for i in range(3)
+    ]
+
+
+def test_head_mix_replays_each_earlier_task_head_and_shuffles_with_the_seed():
+    new, earlier = [_task("math", 30)], [_task("boolq", 100), _task("piqa", 55)]
+    mix = mix_stage(new=new, earlier=earlier, buffer=Buffer(fraction=0.1), seed=0, draw="head")
+    replayed = mix.filter(pl.col("replay"))
+    assert sorted(replayed["id"]) == sorted([f"boolq-train-{i}" for i in range(10)] + [f"piqa-train-{i}" for i in
+                                                                                       range(5)])  # fmt: skip
+    uniform = mix_stage(new=new, earlier=earlier, buffer=Buffer(fraction=0.1), seed=0)
+    # 5.5 rounds to 6 in the uniform draw and floors to 5 in the head draw.
+    assert uniform.filter(pl.col("replay")).height == 16 and set(uniform["id"]) != set(mix["id"])
+
+
+def test_replay_settings_name_the_key():
+    from quantreplay.replay import ReplaySettings
+    from quantreplay.settings import SettingError, parse
+
+    assert parse(ReplaySettings, {}, "replay").draw == "uniform"
+    with pytest.raises(SettingError, match=r"^replay\.draw: must be one of uniform, head, got 'first'$"):
+        parse(ReplaySettings, {"draw": "first"}, "replay")
+
+
+def test_write_mix_draws_as_the_settings_say(tmp_path):
+    from quantreplay.io import write_parquet
+    from quantreplay.manifest import write_manifest
+    from quantreplay.replay import write_mix
+
+    paths = {}
+    for name, n in (("math", 20), ("boolq", 50)):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        write_parquet(_task(name, n), paths[name])
+        write_manifest(paths[name])
+    out = tmp_path / "mix.parquet"
+    mixed = write_mix(new=[paths["math"]], earlier=[paths["boolq"]], buffer="0.1", seed=3, output=str(out),
+                      settings={"draw": "head"}, log=lambda s: None)  # fmt: skip
+    assert sorted(mixed.filter(pl.col("replay"))["id"]) == sorted(f"boolq-train-{i}" for i in range(5))
+    assert pl.read_parquet(out).equals(mixed)

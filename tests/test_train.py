@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,11 @@ from quantreplay.train import (
     LoraSettings,
     StageSettings,
     attach_adapter,
+    clip_gradients,
     collate,
     length_grouped_batches,
+    sequence_sum_loss,
+    stage_loss,
     tokenize_example,
     train_stage,
 )
@@ -26,7 +30,18 @@ QUANT = QuantConfig()
 
 
 def _train(
-    tiny_base, tiny_task_files, out: Path, *, precision="fp32", previous=None, files=None, steps=4, seed=0, lr=5e-3
+    tiny_base,
+    tiny_task_files,
+    out: Path,
+    *,
+    precision="fp32",
+    previous=None,
+    files=None,
+    steps=4,
+    seed=0,
+    lr=5e-3,
+    continuation="continue",
+    **stage,
 ):
     files = files or [tiny_task_files["boolq/train"], tiny_task_files["piqa/train"]]
     return train_stage(
@@ -38,10 +53,11 @@ def _train(
         report_out=str(out / "train.json"),
         lora=LoraSettings(),
         quant=QUANT,
-        stage=StageSettings(lr=lr, max_steps=steps, batch_size=4, warmup_steps=1),
+        stage=StageSettings(lr=lr, max_steps=steps, batch_size=4, warmup_steps=1, **stage),
         seed=seed,
         threads=1,
         cell={"precision": precision, "stage": "nlu"},
+        continuation=continuation,
         log=lambda s: None,
     )
 
@@ -267,3 +283,163 @@ def test_probe_losses_of_earlier_tasks_are_in_train_json_at_the_configured_inter
     # Training on math moves the NLU probes.
     last = next(loss for step, task, loss in report["probe_curve"] if step == 10 and task == "boolq")
     assert last != first
+
+
+def test_summed_loss_is_each_sequence_mean_times_its_target_length(tiny_base, tiny_task_files):
+    import polars as pl
+    from transformers import AutoTokenizer
+
+    # A hand batch: two boolq rows (a one-word target) and two arithmetic rows (a worked answer), right-padded.
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    rows = pl.concat([pl.read_parquet(tiny_task_files[f"{t}/train"]).head(2) for t in ("boolq", "arithmetic")])
+    examples = [tokenize_example(tok, p, t, max_seq_len=128) for p, t in zip(rows["prompt"], rows["target"],
+                                                                              strict=True)]  # fmt: skip
+    lengths = [sum(label != IGNORE_INDEX for label in e.labels) for e in examples]
+    assert len(set(lengths)) > 1
+    model = load_base(resolve_base(tiny_base), precision="fp32", quant=QUANT, device="cpu")
+    model.eval()
+    with torch.no_grad():
+        batch = collate(examples, pad_id=tok.pad_token_id)
+        # token_mean is the model's own loss; each sequence's mean is its own forward, unpadded.
+        assert stage_loss(model, batch, reduction="token_mean").item() == model(**batch).loss.item()
+        means = [model(**collate([e], pad_id=tok.pad_token_id)).loss.item() for e in examples]
+        summed = stage_loss(model, batch, reduction="sequence_sum").item()
+    expected = sum(m * n for m, n in zip(means, lengths, strict=True)) / len(examples)
+    assert summed == pytest.approx(expected, rel=1e-5)
+    # On hand logits: a uniform prediction over 5 tokens costs log 5 per target token.
+    labels = torch.tensor([[IGNORE_INDEX, 1, 2, IGNORE_INDEX], [IGNORE_INDEX, IGNORE_INDEX, 3, IGNORE_INDEX]])
+    uniform = sequence_sum_loss(torch.zeros(2, 4, 5), labels).item()
+    assert uniform == pytest.approx((2 + 1) * math.log(5) / 2)
+
+
+def test_per_tensor_clipping_clips_each_tensor_to_the_norm_and_global_scales_all():
+    def grads(*values):
+        params = [torch.nn.Parameter(torch.zeros(2)) for _ in values]
+        for p, v in zip(params, values, strict=True):
+            p.grad = torch.tensor(v)
+        return params
+
+    # Norms 5 (3, 4), 0.5 and 1: global norm sqrt(25 + 0.25 + 1) = 5.12.
+    hand = ([3.0, 4.0], [0.3, 0.4], [0.6, 0.8])
+    per_tensor = grads(*hand)
+    clip_gradients(per_tensor, max_norm=1.0, scope="per_tensor")
+    norms = [p.grad.norm().item() for p in per_tensor]
+    assert norms == pytest.approx([1.0, 0.5, 1.0], rel=1e-5)
+    assert per_tensor[0].grad.tolist() == pytest.approx([0.6, 0.8], rel=1e-5)
+    together = grads(*hand)
+    clip_gradients(together, max_norm=1.0, scope="global")
+    scale = 1 / math.sqrt(25 + 0.25 + 1)
+    assert [p.grad.norm().item() for p in together] == pytest.approx([5 * scale, 0.5 * scale, scale], rel=1e-4)
+
+
+def test_the_authors_loss_and_clipping_train_and_change_the_adapter(tiny_base, tiny_task_files, tmp_path):
+    clean = _train(tiny_base, tiny_task_files, tmp_path / "clean", steps=2)
+    authors = _train(tiny_base, tiny_task_files, tmp_path / "authors", steps=2, loss_reduction="sequence_sum",
+                     grad_clip_scope="per_tensor")  # fmt: skip
+    report = json.loads((tmp_path / "authors" / "train.json").read_text())
+    assert report["stage"]["loss_reduction"] == "sequence_sum" and report["stage"]["grad_clip_scope"] == "per_tensor"
+    # The same first batch: the summed loss is the mean times the (mean) target length, larger than the mean.
+    assert authors.loss_curve[0][1] > clean.loss_curve[0][1]
+    weights = [(tmp_path / d / "adapter" / "adapter_model.safetensors").read_bytes() for d in ("clean", "authors")]
+    assert weights[0] != weights[1]
+
+
+def _logits(model, batch) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def _merge_stage_model(base: str, precision: str, previous: str):
+    """A merge stage's model before its first step: `previous` merged into the base, a fresh adapter on top."""
+    model = load_base(base, precision=precision, quant=QUANT, device="cpu")
+    return attach_adapter(
+        model, lora=LoraSettings(), previous_adapter=previous, seed=0, gradient_checkpointing=False,
+        continuation="merge",
+    )  # fmt: skip
+
+
+# What merging means for each base: the previous update added to the base's weights as they are held, in fp32. For
+# nf4 those are the NF4 values (fakequant-nf4 holds them as fp32 numbers), not re-quantized after the addition.
+MERGED_REFERENCE = {"fp32": "fp32", "nf4": "fakequant-nf4"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "nf4"])
+def test_merging_reproduces_the_merged_model_and_the_fresh_adapter_starts_at_zero(
+    tiny_base, tiny_task_files, tmp_path, precision
+):
+    from peft import PeftModel
+
+    _train(tiny_base, tiny_task_files, tmp_path / "s1", precision=precision, steps=4)
+    stage1 = str(tmp_path / "s1" / "adapter")
+    batch = _boolq_batch(tiny_base, tiny_task_files, 4)
+    base = resolve_base(tiny_base)
+    reference = load_base(base, precision=MERGED_REFERENCE[precision], quant=QUANT, device="cpu")
+    merged = _logits(PeftModel.from_pretrained(reference, stage1).merge_and_unload(), batch)
+    model = _merge_stage_model(base, precision, stage1)
+    assert torch.allclose(_logits(model, batch), merged, atol=1e-4)
+    # ... far closer than the stage-1 update moved them, or than the fp32 base lies from the nf4 one.
+    unmerged = _logits(load_base(base, precision=MERGED_REFERENCE[precision], quant=QUANT, device="cpu"), batch)
+    assert (merged - unmerged).abs().max() > 1e-2
+    if precision == "nf4":
+        assert (merged - _logits(PeftModel.from_pretrained(load_base(base, precision="fp32", quant=QUANT,
+                device="cpu"), stage1).merge_and_unload(), batch)).abs().max() > 1e-2  # fmt: skip
+    # The fresh adapter starts at zero update (B = 0) and is all that trains; the merged update is frozen.
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".default." in n for n in trainable)
+    assert all(not p.any() for n, p in model.named_parameters() if "lora_B.default" in n)
+    # The base's own weights are as loaded: an nf4 base stays quantized, its codes untouched.
+    fresh = load_base(base, precision=precision, quant=QUANT, device="cpu")
+    name = "model.layers.0.self_attn.q_proj"
+    held = model.get_submodule(f"base_model.model.{name}.base_layer").weight
+    assert (
+        torch.equal(held.data, fresh.get_submodule(name).weight.data)
+        and held.dtype == fresh.get_submodule(name).weight.dtype
+    )
+
+
+@pytest.mark.parametrize("precision", ["fp32", "nf4"])
+def test_a_merge_stage_saves_one_adapter_of_the_whole_update(tiny_base, tiny_task_files, tmp_path, precision):
+    from peft import PeftModel
+
+    from quantreplay.train import save_merged_adapter
+
+    _train(tiny_base, tiny_task_files, tmp_path / "s1", precision=precision, steps=4)
+    stage1 = str(tmp_path / "s1" / "adapter")
+    base = resolve_base(tiny_base)
+    batch = _boolq_batch(tiny_base, tiny_task_files, 4)
+    model = _merge_stage_model(base, precision, stage1)
+    # A trained fresh adapter, in effect: random B.
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B.default" in n:
+                p.normal_(std=0.02)
+    expected = _logits(model, batch)
+    save_merged_adapter(model, str(tmp_path / "merged"))
+    saved = PeftModel.from_pretrained(load_base(base, precision=precision, quant=QUANT, device="cpu"),
+                                      str(tmp_path / "merged"))  # fmt: skip
+    assert saved.peft_config["default"].r == 16 and saved.peft_config["default"].lora_alpha == 16
+    assert torch.allclose(_logits(saved, batch), expected, atol=1e-4)
+    # Through train_stage: the stage trains the fresh adapter and saves the sum; train.json says how it continued.
+    merge = _train(tiny_base, tiny_task_files, tmp_path / "s2", precision=precision, previous=stage1, steps=2,
+                   continuation="merge")  # fmt: skip
+    assert merge.report["continuation"] == "merge"
+    again = PeftModel.from_pretrained(load_base(base, precision=precision, quant=QUANT, device="cpu"),
+                                      str(tmp_path / "s2" / "adapter"))  # fmt: skip
+    assert again.peft_config["default"].r == 16
+    # A third stage merges the first two stages' sum in turn: r per stage so far.
+    _train(tiny_base, tiny_task_files, tmp_path / "s3", precision=precision, previous=str(tmp_path / "s2" / "adapter"),
+           steps=1, continuation="merge")  # fmt: skip
+    assert json.loads((tmp_path / "s3" / "adapter" / "adapter_config.json").read_text())["r"] == 24
+    cont = _train(tiny_base, tiny_task_files, tmp_path / "c2", precision=precision, previous=stage1, steps=2)
+    assert cont.report["continuation"] == "continue"
+    assert not torch.allclose(
+        _logits(again, batch),
+        _logits(
+            PeftModel.from_pretrained(
+                load_base(base, precision=precision, quant=QUANT, device="cpu"), str(tmp_path / "c2" / "adapter")
+            ),
+            batch,
+        ),
+    )

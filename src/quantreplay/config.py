@@ -216,9 +216,11 @@ def _same_buffer_sizes(config: dict) -> Iterator[str]:
         return
     buffers = [(f"buffers[{i}]", b, Buffer(fraction=b)) for i, b in enumerate(config["buffers"])]
     buffers += [(f"buffer_counts[{i}]", c, Buffer(count=c)) for i, c in enumerate(config.get("buffer_counts", []))]
+    # The schema has filled the section; a bad draw is reported by apply_settings, as uniform here.
+    draw = config.get("replay", {}).get("draw", "uniform")
     seen: dict[tuple, tuple] = {}
     for key, value, buffer in buffers:
-        drawn = tuple(buffer.size(n) for n in sizes.values())
+        drawn = tuple(buffer.drawn(n, draw) for n in sizes.values())
         if drawn in seen:
             first_key, first_value = seen[drawn]
             counts = sorted({(k, n) for k, n in zip(drawn, sizes.values(), strict=True)})
@@ -236,9 +238,12 @@ def _settings_classes() -> dict:
     from quantreplay.evaluate import EvalSettings
     from quantreplay.intervals import AnalysisSettings
     from quantreplay.quantize import QuantConfig
-    from quantreplay.train import LoraSettings
+    from quantreplay.replay import ReplaySettings
+    from quantreplay.train import ContinuationSettings, LoraSettings
 
     return {
+        "replay": ReplaySettings,
+        "continuation": ContinuationSettings,
         "lora": LoraSettings,
         "quantization": QuantConfig,
         "evaluation": EvalSettings,

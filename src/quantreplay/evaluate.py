@@ -5,12 +5,15 @@ Tasks are data (quantreplay.data.rows); scoring depends on the family:
 - nlu (multiple choice): the log-likelihood of each choice given the prompt, as lm-evaluation-harness does:
   `acc` takes the most likely choice, `acc_norm` divides each log-likelihood by the choice's length in bytes.
   Each prompt is read once for all its choices (quantreplay.loglik).
-  Or, mirroring the paper, `generate`: greedy decoding, then the first choice the output names.
-- math: greedy decoding with stop strings; the number after `####` (else the last number) must equal the
-  target's final number (`exact_match`).
-- code: greedy decoding (or n samples, scored with the unbiased pass@k estimator); the judge (quantreplay.judge)
+  Or, mirroring the paper, `generate`: decoding, then the first choice the output names; or `label_word`: decoding,
+  then the first of the authors' label words (answer1, solution2, true, ...) the output names.
+- math: decoding with stop strings; the number after `####` (else the last number) must equal the target's final
+  number (`exact_match`).
+- code: decoding (or n samples, scored with the unbiased pass@k estimator); the judge (quantreplay.judge)
   runs the completion and the row's tests in two separate sandboxes (quantreplay.sandbox) and decides outside
   both.
+
+Decoding is greedy unless `decoding: sample` (EvalSettings), the authors' sampled answers.
 """
 
 from __future__ import annotations
@@ -22,13 +25,26 @@ from dataclasses import dataclass
 import polars as pl
 
 from quantreplay import controls, lm
-from quantreplay.extract import STOP_STRINGS, final_number, pass_at_k, pick_choice, truncate_at_stop
+from quantreplay.extract import (
+    STOP_STRINGS,
+    final_number,
+    pass_at_k,
+    pick_choice,
+    pick_label_word,
+    rouge1_f,
+    truncate_at_stop,
+)
 from quantreplay.judge import count_passes
 from quantreplay.loglik import choice_loglikelihoods
 from quantreplay.sandbox import SANDBOXES, Limits, boundary
 from quantreplay.settings import SettingError, Settings, non_negative, one_of, parse, positive, setting
 
-MC_MODES = ("loglik", "generate")
+MC_MODES = ("loglik", "generate", "label_word")
+# How generation decodes: greedy, or sampled (at `temperature`, with `top_k` / `top_p`, seeded by `seed`).
+DECODINGS = ("greedy", "sample")
+# How a code completion is scored: run against the row's tests (pass@k), or ROUGE-1 F against the reference
+# solution (the authors' code, which runs nothing).
+CODE_METRICS = ("pass_at_k", "rouge1")
 
 
 def _families_present(budgets: dict) -> bool:
@@ -40,8 +56,14 @@ class EvalSettings(Settings):
     """How a checkpoint is evaluated (config `evaluation`).
 
     max_examples: per task, a seeded subsample of the test split (None: all). batch_size: sequences per
-    forward. max_new_tokens: generation budget per family. mc_mode: loglik or generate. code_samples: n
-    completions per code problem (1: greedy; more: sampled at `temperature`, pass@k for k <= n).
+    forward. max_new_tokens: generation budget per family. mc_mode: loglik, generate (the choice
+    the output names by its text) or label_word (by the authors' label words). code_samples: n
+    completions per code problem (1: as `decoding`; more: sampled, pass@k for k <= n). decoding: greedy, or
+    sample every generation (multiple choice by generation, math, code) at `temperature`, keeping the `top_k` most
+    likely tokens and the smallest set of probability `top_p` (null: the model's generation config), from `seed`
+    at the start of each task. code_metric: pass_at_k (run against the tests) or rouge1 (ROUGE-1 F against the
+    reference solution, the mean over a problem's samples; nothing runs). drop_last: score
+    only whole batches of `batch_size` examples of each task, dropping its last partial batch (the authors' code).
     """
 
     max_examples: int | None = setting(None, positive, "positive or null")
@@ -53,15 +75,26 @@ class EvalSettings(Settings):
     )
     mc_mode: str = setting("loglik", one_of(*MC_MODES), f"one of {', '.join(MC_MODES)}")
     code_samples: int = setting(1, positive, "positive")
+    decoding: str = setting("greedy", one_of(*DECODINGS), f"one of {', '.join(DECODINGS)}")
     temperature: float = setting(0.8, positive, "positive")
+    top_k: int | None = setting(None, positive, "a positive integer or null")
+    top_p: float | None = setting(None, lambda v: 0 < v <= 1, "in (0, 1] or null")
     pass_k: tuple[int, ...] = setting((1,))
+    code_metric: str = setting("pass_at_k", one_of(*CODE_METRICS), f"one of {', '.join(CODE_METRICS)}")
     seed: int = setting(0, non_negative, "non-negative")
     sandbox_wall_seconds: float = setting(10.0, positive, "positive")
     sandbox_cpu_seconds: int = setting(5, positive, "positive")
     sandbox_memory_mb: int = setting(1024, positive, "positive")
     code_sandbox: str = setting("bubblewrap", one_of(*SANDBOXES), f"one of {', '.join(SANDBOXES)}")
+    drop_last: bool = setting(False)
 
     def _check_fields(self) -> None:
+        # A sampling filter that nothing samples with is a config that does not do what it says.
+        for name in ("top_k", "top_p"):
+            if getattr(self, name) is not None and self.decoding == "greedy" and self.code_samples == 1:
+                raise SettingError(name, "applies only to sampling: set decoding: sample (or code_samples above 1)")
+        if self.code_metric == "rouge1" and self.pass_k != (1,):
+            raise SettingError("pass_k", f"is not reported with code_metric rouge1, got {list(self.pass_k)}")
         if any(k < 1 or k > self.code_samples for k in self.pass_k):
             raise SettingError("pass_k", f"must lie in [1, code_samples={self.code_samples}], got {list(self.pass_k)}")
         if len(set(self.pass_k)) < len(self.pass_k):
@@ -90,6 +123,20 @@ def subsample(frame: pl.DataFrame, *, max_examples: int | None, seed: int) -> pl
     return frame[keep]
 
 
+def drop_partial_batch(frame: pl.DataFrame, *, batch_size: int) -> pl.DataFrame:
+    """The rows of `frame` that fill whole batches of `batch_size`, in order: the authors' evaluation loader drops
+    the last partial batch of each task. Raises ConfigError (evaluation.drop_last) if that leaves none."""
+    from quantreplay.errors import ConfigError
+
+    keep = frame.height - frame.height % batch_size
+    if keep == 0:
+        raise ConfigError(
+            f"evaluation.drop_last: task {frame['task'][0]!r} has {frame.height} test examples, fewer than "
+            f"batch_size={batch_size}: dropping the last partial batch leaves none"
+        )
+    return frame.head(keep)
+
+
 # --- model calls --------------------------------------------------------------------------------------------
 
 
@@ -103,10 +150,15 @@ def generate(
     batch_size: int,
     device: str,
     samples: int = 1,
+    sample: bool = False,
     temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
     seed: int = 0,
 ) -> list[list[str]]:
-    """Completions of each prompt (greedy when samples == 1), cut at the first stop string.
+    """Completions of each prompt, cut at the first stop string: greedy, or sampled when `sample` or samples > 1
+    (at `temperature`, with `top_k` and `top_p` where given; torch's generator seeded with `seed` first, so the
+    same call gives the same samples).
 
     Prompts are left-padded and batched longest first; decoding stops at eos or when every sequence of the
     batch has produced a stop string.
@@ -122,7 +174,10 @@ def generate(
         idx = order[start : start + batch_size]
         batch = lm.pad_batch([encoded[i] for i in idx], pad=pad, side="left")
         width = batch["input_ids"].shape[1]
-        sampling = {"do_sample": True, "temperature": temperature} if samples > 1 else {"do_sample": False}
+        sampling = {"do_sample": False}
+        if sample or samples > 1:
+            filters = {k: v for k, v in (("top_k", top_k), ("top_p", top_p)) if v is not None}
+            sampling = {"do_sample": True, "temperature": temperature, **filters}
         with torch.no_grad():
             generated = model.generate(
                 input_ids=batch["input_ids"].to(device),
@@ -145,9 +200,10 @@ def generate(
 
 
 def _generate_family(
-    family: str, model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str, **sampling
+    family: str, model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str, samples: int = 1
 ) -> list[list[str]]:
-    """Completions of a frame's prompts with the family's token budget and stop strings."""
+    """`samples` completions of each of a frame's prompts with the family's token budget and stop strings, decoded
+    as the settings say."""
     return generate(
         model,
         tokenizer,
@@ -156,15 +212,24 @@ def _generate_family(
         stops=STOP_STRINGS[family],
         batch_size=settings.batch_size,
         device=device,
-        **sampling,
+        samples=samples,
+        sample=settings.decoding == "sample",
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        seed=settings.seed,
     )
 
 
 def score_multiple_choice(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str) -> pl.DataFrame:
     """Per-example predictions of a multiple-choice task: columns id, prediction, correct, correct_norm."""
-    if settings.mc_mode == "generate":
+    if settings.mc_mode in ("generate", "label_word"):
         outputs = _generate_family("nlu", model, tokenizer, frame, settings, device)
-        picks = [pick_choice(o[0], c) for o, c in zip(outputs, frame["choices"], strict=True)]
+        if settings.mc_mode == "generate":
+            picks = [pick_choice(o[0], c) for o, c in zip(outputs, frame["choices"], strict=True)]
+        else:
+            task = frame["task"][0]
+            picks = [pick_label_word(o[0], task, c) for o, c in zip(outputs, frame["choices"], strict=True)]
         correct = [p == a for p, a in zip(picks, frame["answer"], strict=True)]
         return pl.DataFrame(
             {
@@ -224,19 +289,13 @@ def code_passes(completions: Sequence[Sequence[str]], frame: pl.DataFrame, setti
 
 
 def score_code(model, tokenizer, frame: pl.DataFrame, settings: EvalSettings, device: str) -> pl.DataFrame:
-    """Per-example predictions of a code task: completions run against the tests in the sandbox."""
+    """Per-example predictions of a code task: completions run against the tests in the sandbox, or (code_metric
+    rouge1) their ROUGE-1 F against the reference solution, averaged over the samples, in `correct`."""
     n = settings.code_samples
-    outputs = _generate_family(
-        "code",
-        model,
-        tokenizer,
-        frame,
-        settings,
-        device,
-        samples=n,
-        temperature=settings.temperature,
-        seed=settings.seed,
-    )
+    outputs = _generate_family("code", model, tokenizer, frame, settings, device, samples=n)
+    if settings.code_metric == "rouge1":
+        rouge = [sum(rouge1_f(o, t) for o in out) / n for out, t in zip(outputs, frame["target"], strict=True)]
+        return pl.DataFrame({"id": frame["id"], "output": [o[0] for o in outputs], "correct": rouge})
     passed = code_passes(outputs, frame, settings)
     columns = {
         "id": frame["id"],
@@ -261,6 +320,8 @@ def task_score(family: str, predictions: pl.DataFrame, settings: EvalSettings) -
         }
     if family == "math":
         return {"metric": "exact_match", "value": predictions["correct"].mean(), "n": n}
+    if settings.code_metric == "rouge1":
+        return {"metric": "rouge1", "value": predictions["correct"].mean(), "n": n}
     extra = {f"pass@{k}": predictions[f"pass@{k}"].mean() for k in settings.pass_k}
     return {"metric": "pass@1", "value": predictions["correct"].mean(), "n": n, **extra}
 
@@ -296,9 +357,11 @@ def evaluate_checkpoint(
     frames = [
         subsample(read_parquet(path), max_examples=settings.max_examples, seed=settings.seed) for path in test_files
     ]
+    if settings.drop_last:
+        frames = [drop_partial_batch(frame, batch_size=settings.batch_size) for frame in frames]
     # Before the model loads: where code cannot be scored safely, say so in one line and stop.
-    code = any(frame["family"][0] == "code" for frame in frames)
-    sandbox = boundary(settings.code_sandbox).description if code else None
+    runs_code = any(frame["family"][0] == "code" for frame in frames) and settings.code_metric == "pass_at_k"
+    sandbox = boundary(settings.code_sandbox).description if runs_code else None
     device = lm.job_device(threads)
     tokenizer, model = lm.load_checkpoint(base, precision=precision, quant=quant, device=device, adapter=adapter)
     model.eval()

@@ -272,11 +272,21 @@ def stage_setting_keys(config: dict, stage: str) -> dict[str, str]:
     }
 
 
-def train_params(config: dict, stage: str) -> dict:
-    """Everything besides the inputs that shapes a train_stage job (so params changes re-run it)."""
-    return canonical(
-        {"lora": config["lora"], "quantization": config["quantization"], "stage": stage_settings(config, stage)}
-    )
+def train_params(config: dict, stage: str, precision: str | None = None) -> dict:
+    """Everything besides the inputs that shapes a train_stage job (so params changes re-run it). A later stage of
+    `precision` also carries how it continues (`continuation`), so changing one precision's continuation re-runs
+    that precision's later stages only."""
+    params = {"lora": config["lora"], "quantization": config["quantization"], "stage": stage_settings(config, stage)}
+    if precision is not None and stage != config["stages"][0]:
+        continuation = config["continuation"]
+        params["continuation"] = continuation["per_precision"].get(precision, continuation["mode"])
+    return canonical(params)
+
+
+def replay_params(config: dict, buffer: str) -> dict:
+    """What shapes a replay_mix job besides its inputs and wildcards: the `replay` settings, except for the empty
+    buffer '0', whose mix no draw changes (so changing the draw re-runs only the mixes it changes)."""
+    return {} if Buffer.parse(buffer).fraction == 0 else canonical(config["replay"])
 
 
 def eval_params(config: dict) -> dict:

@@ -248,6 +248,38 @@ def mechanism(table: pl.DataFrame, *, stem: str) -> None:
     _save(fig, stem)
 
 
+def protocol_ablation(table: pl.DataFrame, claims: Sequence[str], reference: str, *, first: Sequence[str],
+                      stem: str) -> None:  # fmt: skip
+    """The protocol ablation (quantreplay.protocol): one panel per claim, each variant's deciding estimate with its
+    interval in points, the variants in `first` drawn black, 0 and the `reference` variant's estimate marked; a
+    variant without an estimate shows its verdict instead."""
+    names = list(dict.fromkeys(table["variant"]))
+    fig, axes = plt.subplots(1, len(claims), figsize=(6 * len(claims), 0.45 * len(names) + 1.6), squeeze=False)
+    for ax, claim in zip(axes[0], claims, strict=True):
+        part = {r["variant"]: r for r in table.filter(pl.col("claim") == claim).iter_rows(named=True)}
+        for y, name in enumerate(names):
+            row = part[name]
+            if row["estimate"] is None:
+                ax.text(0, y, row["verdict"], va="center", ha="center", fontsize=7, color="gray")
+                continue
+            value = 100 * row["estimate"]
+            err = [[value - 100 * row["ci_low"]], [100 * row["ci_high"] - value]]
+            ax.errorbar(value, y, xerr=err, fmt="o", color="black" if name in first else "tab:blue", capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        if reference in part and part[reference]["estimate"] is not None:
+            ax.axvline(100 * part[reference]["estimate"], color="gray", lw=0.8, ls="--")
+        ax.set_yticks(range(len(names)), names)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"deciding pair's difference (points, interval); dashed: {reference}")
+        unit = next((r["unit"] for r in part.values() if r["unit"]), "")
+        ax.set_title(f"{claim}: {unit}" if unit else claim, fontsize=9)
+    # Above the panels' own titles.
+    fig.suptitle(
+        "Protocol ablation: the authors' protocol, and each factor alone switched to the authors' value", y=1.04
+    )
+    _save(fig, stem)
+
+
 def forgetting_in_stage(train_reports: Sequence[str], families: Mapping[str, str], *, stem: str) -> None:
     """The probe loss of each earlier family through every later stage (mean over its tasks and the seeds), one
     panel per stage and buffer (at most four buffers: none, the smallest, a middle and the largest)."""

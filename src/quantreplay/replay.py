@@ -4,6 +4,9 @@ A buffer is either a fraction b of each earlier task's training split (the paper
 examples for b > 0, none for b = 0) or an absolute number of examples per task. Examples are drawn uniformly
 without replacement with a seed, per task (so every earlier task is represented), and shuffled together with
 the new stage's training data.
+
+`replay.draw: head` replays as the authors' code does (`dataset[:int(n * frac)]`): the first floor(b * n) rows of
+each earlier task's split in file order, none when that floors to 0, the same rows for every seed.
 """
 
 from __future__ import annotations
@@ -14,8 +17,20 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from quantreplay.settings import Settings, one_of, parse, setting
+
 # Path prefix of buffers given as a count of examples per task (fractions print as plain numbers).
 COUNT_PREFIX = "n"
+# How a buffer's rows are chosen from a task's split: a seeded uniform sample, or the split's first rows.
+DRAWS = ("uniform", "head")
+
+
+@dataclass(frozen=True)
+class ReplaySettings(Settings):
+    """How replay draws (config `replay`): `uniform`, max(1, round(b * n)) rows sampled without replacement with
+    the seed; or `head`, the authors' first int(b * n) rows of the split (a count buffer: its first `count`)."""
+
+    draw: str = setting("uniform", one_of(*DRAWS), f"one of {', '.join(DRAWS)}")
 
 
 @dataclass(frozen=True)
@@ -63,13 +78,27 @@ class Buffer:
             return 0
         return min(n, max(1, round(self.fraction * n)))
 
+    def head_size(self, n: int) -> int:
+        """How many of a task's `n` rows the authors' head draw replays: `int(n * fraction)` as their code writes
+        it (floored, so 0.1 % of fewer than 1000 rows is none), or `count` rows."""
+        if self.count is not None:
+            return min(self.count, n)
+        return int(n * self.fraction)
 
-def sample_replay(frame: pl.DataFrame, *, buffer: Buffer, seed: int) -> pl.DataFrame:
+    def drawn(self, n: int, draw: str) -> int:
+        """How many of a task's `n` training rows the `draw` (one of DRAWS) replays."""
+        return self.head_size(n) if draw == "head" else self.size(n)
+
+
+def sample_replay(frame: pl.DataFrame, *, buffer: Buffer, seed: int, draw: str = "uniform") -> pl.DataFrame:
     """The buffer's share of one task's training rows, drawn without replacement.
 
     The draw depends only on the seed, the task and the task's row ids, so a stage-2 and a stage-3 mix
     replay the same examples of a stage-1 task, and adding a buffer size changes no other buffer's draw.
+    `draw="head"` takes the first `buffer.head_size` rows instead, whatever the seed.
     """
+    if draw == "head":
+        return frame.head(buffer.head_size(frame.height))
     k = buffer.size(frame.height)
     if k == 0:
         return frame.clear()
@@ -80,9 +109,14 @@ def sample_replay(frame: pl.DataFrame, *, buffer: Buffer, seed: int) -> pl.DataF
 
 
 def mix_stage(
-    *, new: Sequence[pl.DataFrame], earlier: Sequence[pl.DataFrame], buffer: Buffer, seed: int
+    *,
+    new: Sequence[pl.DataFrame],
+    earlier: Sequence[pl.DataFrame],
+    buffer: Buffer,
+    seed: int,
+    draw: str = "uniform",
 ) -> pl.DataFrame:
-    """The training rows of a later stage: its own tasks' rows plus each earlier task's replay, shuffled.
+    """The training rows of a later stage: its own tasks' rows plus each earlier task's replay (`draw`), shuffled.
 
     Adds a boolean column `replay` (True for replayed rows). Callers pass training splits only, so no test
     example can enter a mix. Raises ValueError if an input frame holds more than one task.
@@ -94,7 +128,7 @@ def mix_stage(
     for frame in new:
         parts.append(frame.with_columns(replay=pl.lit(False)))
     for frame in earlier:
-        parts.append(sample_replay(frame, buffer=buffer, seed=seed).with_columns(replay=pl.lit(True)))
+        parts.append(sample_replay(frame, buffer=buffer, seed=seed, draw=draw).with_columns(replay=pl.lit(True)))
     mixed = pl.concat(parts, how="vertical")
     order = list(range(mixed.height))
     random.Random(f"mix-{seed}-{buffer.label}").shuffle(order)
@@ -108,17 +142,23 @@ def write_mix(
     buffer: str,
     seed: int,
     output: str,
+    settings: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> pl.DataFrame:
     """Check and read the stage's and the earlier stages' training parquets, mix them, write `output` atomically,
-    then its manifest."""
+    then its manifest. `settings`: the config's `replay` section (None: the defaults)."""
     from quantreplay.io import read_parquet, write_parquet
     from quantreplay.manifest import check_inputs, write_manifest
 
     buf = Buffer.parse(buffer)
+    replay = parse(ReplaySettings, settings or {}, "replay")
     check_inputs(new, earlier)
     mixed = mix_stage(
-        new=[read_parquet(p) for p in new], earlier=[read_parquet(p) for p in earlier], buffer=buf, seed=seed
+        new=[read_parquet(p) for p in new],
+        earlier=[read_parquet(p) for p in earlier],
+        buffer=buf,
+        seed=seed,
+        draw=replay.draw,
     )
     write_parquet(mixed, output)
     write_manifest(output)

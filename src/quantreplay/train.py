@@ -3,6 +3,13 @@
 Read top to bottom: settings, tokenization and length-grouped batches, then
 `train_stage`, the loop (load, build, step, log, save). Stage 1 creates the adapter; every later stage loads
 the previous stage's adapter and keeps training it, so the DAG's order is the training order.
+
+Or, for the precisions that `continuation` says `merge` (the authors' fp16), a later stage merges the previous
+adapter into the frozen base and trains a fresh one. The merged base keeps the previous update beside the base's
+own weights, unrounded (a frozen LoRA in fp32): for int8 and nf4 the base's quantized weights stay as they are,
+never dequantized and re-quantized, so the factor changes how the adapter continues and not the quantization
+error. The stage saves one adapter of the summed update (`save_merged_adapter`, rank r per stage so far), so every
+checkpoint is still one standard PEFT folder on the original base.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from quantreplay import controls, lm
 from quantreplay.io import package_versions, read_parquet, sha256_files, staging_dir, write_json
 from quantreplay.manifest import check_inputs, write_manifest
 from quantreplay.quantize import (
+    PRECISIONS,
     QuantConfig,
     compute_dtype,
     cpu_capability,
@@ -37,6 +45,18 @@ LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 # Batches are formed within windows of this many batches sorted by length: padding stays small while the
 # order stays random (the megabatch trick of HF's LengthGroupedSampler).
 LENGTH_WINDOW_BATCHES = 50
+# The training loss: the mean over the batch's target tokens (every token weighs the same), or the authors' sum of
+# each sequence's target-token losses averaged over the batch (a long answer weighs more, and the step grows with
+# the answers' length).
+LOSS_REDUCTIONS = ("token_mean", "sequence_sum")
+# Gradient clipping: one norm over every adapter tensor (torch's clip_grad_norm_), or each tensor clipped to the
+# norm on its own (the authors' code, which clips inside each parameter's backward hook).
+CLIP_SCOPES = ("global", "per_tensor")
+# How a later stage continues: training the previous stage's adapter further, or merging it into the frozen base
+# and training a fresh adapter (the authors' fp16).
+CONTINUATIONS = ("continue", "merge")
+# The PEFT adapter name of the previous stages' frozen, merged update while a merge stage trains.
+MERGED = "merged"
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,8 @@ class StageSettings(Settings):
     `warmup_steps` to `lr`, then `schedule` (cosine or linear decay to zero, or constant; quantreplay.schedule).
     Forgetting inside a stage: before the first step and every `probe_every(steps)` steps (about `probe_points`
     times a stage), the eval-mode loss of `probe_examples` fixed test examples of every earlier task.
+    Loss: `loss_reduction` (LOSS_REDUCTIONS, `stage_loss`); gradients clipped to `grad_clip` over `grad_clip_scope`
+    (CLIP_SCOPES, `clip_gradients`).
     """
 
     lr: float = setting(2e-4, positive, "positive")
@@ -69,6 +91,8 @@ class StageSettings(Settings):
     max_seq_len: int = setting(256, lambda v: v >= 8, "at least 8")
     weight_decay: float = setting(0.0, non_negative, "non-negative")
     grad_clip: float = setting(1.0, positive, "positive")
+    grad_clip_scope: str = setting("global", one_of(*CLIP_SCOPES), f"one of {', '.join(CLIP_SCOPES)}")
+    loss_reduction: str = setting("token_mean", one_of(*LOSS_REDUCTIONS), f"one of {', '.join(LOSS_REDUCTIONS)}")
     gradient_checkpointing: bool = setting(False)
     probe_points: int = setting(20, non_negative, "a non-negative integer")
     probe_examples: int = setting(8, positive, "a positive integer")
@@ -87,6 +111,25 @@ class StageSettings(Settings):
     def probe_every(self, steps: int) -> int | None:
         """Steps between two probes of a stage of `steps` steps (None: no probe)."""
         return max(1, math.ceil(steps / self.probe_points)) if self.probe_points else None
+
+
+def _continuation_map(value) -> bool:
+    return all(p in PRECISIONS and m in CONTINUATIONS for p, m in value.items())
+
+
+@dataclass(frozen=True)
+class ContinuationSettings(Settings):
+    """How every stage after the first continues (config `continuation`): `mode` for every precision, and
+    `per_precision` overrides, e.g. {fp16: merge} for the authors' protocol (fp16 merges, int8 and nf4 continue)."""
+
+    mode: str = setting("continue", one_of(*CONTINUATIONS), f"one of {', '.join(CONTINUATIONS)}")
+    per_precision: dict = setting(
+        {}, _continuation_map, f"a map of precisions ({', '.join(PRECISIONS)}) to {' or '.join(CONTINUATIONS)}"
+    )
+
+    def for_precision(self, precision: str) -> str:
+        """The continuation of `precision`'s later stages."""
+        return self.per_precision.get(precision, self.mode)
 
 
 @dataclass
@@ -198,6 +241,39 @@ def collate(examples: Sequence[Example], *, pad_id: int):
     return lm.pad_batch([e.input_ids for e in examples], pad=pad_id, labels=[e.labels for e in examples])
 
 
+def sequence_sum_loss(logits, labels):
+    """The authors' loss: each sequence's summed negative log-likelihood of its target tokens (labels other than
+    IGNORE_INDEX, predicted from the position before), averaged over the batch. In fp32, as transformers' own loss."""
+    import torch.nn.functional as F
+
+    nll = F.cross_entropy(
+        logits[:, :-1, :].float().transpose(1, 2), labels[:, 1:], ignore_index=lm.IGNORE_INDEX, reduction="none"
+    )
+    return nll.sum(dim=1).mean()
+
+
+def stage_loss(model, batch: Mapping, *, reduction: str):
+    """The loss a step minimizes on `batch` (collate's tensors): `token_mean`, the model's own loss (the mean over
+    the batch's target tokens), or `sequence_sum` (`sequence_sum_loss`)."""
+    if reduction == "token_mean":
+        return model(**batch).loss
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return sequence_sum_loss(logits, batch["labels"])
+
+
+def clip_gradients(parameters: Sequence, *, max_norm: float, scope: str) -> None:
+    """Clip the gradients of `parameters` in place to `max_norm`: their global norm (`global`), or each tensor's
+    own norm (`per_tensor`)."""
+    import torch
+
+    if scope == "global":
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return
+    for parameter in parameters:
+        if parameter.grad is not None:
+            torch.nn.utils.clip_grad_norm_(parameter, max_norm)
+
+
 def probe_sets(tokenizer, test_files: Sequence[str], *, examples: int, max_seq_len: int) -> dict[str, list[Example]]:
     """Per task of `test_files`, its probe set: the first `examples` rows of a shuffle seeded by the task's name
     alone, so every cell, stage and precision probes the same examples."""
@@ -234,11 +310,19 @@ def read_training_rows(paths: Sequence[str]) -> pl.DataFrame:
 
 
 def attach_adapter(
-    model, *, lora: LoraSettings, previous_adapter: str | None, seed: int, gradient_checkpointing: bool
+    model,
+    *,
+    lora: LoraSettings,
+    previous_adapter: str | None,
+    seed: int,
+    gradient_checkpointing: bool,
+    continuation: str = "continue",
 ):
-    """Wrap `model` with a trainable LoRA adapter: a new one (seeded init) or the previous stage's."""
+    """Wrap `model` with a trainable LoRA adapter: a new one (seeded init), the previous stage's (`continue`), or
+    a new one on the base with the previous stage's update merged in (`merge`: the previous adapter frozen as
+    adapter MERGED, without dropout, active beside the new one; the new one starts at zero update)."""
     import torch
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
         # Norms and embeddings in fp32 and input grads on, as QLoRA does; checkpointing only when asked,
@@ -251,9 +335,8 @@ def attach_adapter(
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    if previous_adapter is not None:
+    if previous_adapter is not None and continuation == "continue":
         return PeftModel.from_pretrained(model, previous_adapter, is_trainable=True)
-    torch.manual_seed(seed)
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -261,7 +344,61 @@ def attach_adapter(
         target_modules=list(lora.target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    if previous_adapter is None:
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
+    merged = PeftConfig.from_pretrained(previous_adapter)
+    # The merged update is part of the frozen base: no dropout on it, no gradient.
+    merged.lora_dropout = 0.0
+    merged.inference_mode = True
+    model = PeftModel.from_pretrained(model, previous_adapter, adapter_name=MERGED, config=merged)
+    torch.manual_seed(seed)
+    model.add_adapter("default", config)
+    model.base_model.set_adapter([MERGED, "default"])
+    for name, parameter in model.named_parameters():
+        if f".{MERGED}." in name:
+            parameter.requires_grad = False
+    return model
+
+
+def _lora_scale(config) -> float:
+    # PEFT multiplies a LoRA's B @ A by alpha / r (alpha / sqrt(r) with rsLoRA, which these adapters never use).
+    if config.use_rslora or config.rank_pattern or config.alpha_pattern:
+        raise ValueError("merging needs one rank and alpha for every module, without rsLoRA")
+    return config.lora_alpha / config.r
+
+
+def save_merged_adapter(model, output: str) -> None:
+    """Save a merge stage's whole update as one PEFT adapter of the original base: per module A = [A_merged;
+    A_new] and B = [s_merged B_merged, s_new B_new] (s = alpha / r), rank r_merged + r_new at scale 1, no dropout.
+    Its update B @ A is the merged adapter's plus the new one's, so it loads as any stage's adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    parts = [(get_peft_model_state_dict(model, adapter_name=n), model.peft_config[n]) for n in (MERGED, "default")]
+    state = {}
+    for key in parts[1][0]:
+        if key.endswith("lora_A.weight"):
+            state[key] = torch.cat([p[key].float() for p, _ in parts], dim=0)
+        elif key.endswith("lora_B.weight"):
+            state[key] = torch.cat([p[key].float() * _lora_scale(c) for p, c in parts], dim=1)
+        else:
+            raise ValueError(f"cannot merge adapter weight {key}")
+    new = parts[1][1]
+    rank = sum(c.r for _, c in parts)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=0.0,
+        target_modules=sorted(new.target_modules),
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=new.base_model_name_or_path,
+    )
+    os.makedirs(output, exist_ok=True)
+    config.save_pretrained(output)
+    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(output, "adapter_model.safetensors"),
+              metadata={"format": "pt"})  # fmt: skip
 
 
 @dataclass
@@ -290,12 +427,14 @@ def train_stage(
     cell: dict,
     probe_files: Sequence[str] = (),
     setting_keys: dict | None = None,
+    continuation: str = "continue",
     log: Callable[[str], None] = print,
 ) -> StageResult:
     """Train one stage and write the adapter (a PEFT folder) and train.json.
 
     `base` is what `from_pretrained` takes (see quantreplay.bases.resolve_base); `train_files` are the stage's
-    parquets; `previous_adapter` is the previous stage's adapter folder, None for stage 1. `cell` (model,
+    parquets; `previous_adapter` is the previous stage's adapter folder, None for stage 1, which `continuation`
+    (CONTINUATIONS) trains further or merges into the base under a fresh adapter. `cell` (model,
     precision, seed, buffer, stage) is copied into the report. The adapter folder is written under a temporary
     name and renamed when complete; its manifest (quantreplay.manifest) is written once it is in place.
     """
@@ -323,7 +462,9 @@ def train_stage(
         previous_adapter=previous_adapter,
         seed=seed,
         gradient_checkpointing=stage.gradient_checkpointing,
+        continuation=continuation,
     )
+    merging = previous_adapter is not None and continuation == "merge"
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     n_total = sum(p.numel() for p in model.parameters())
@@ -373,10 +514,10 @@ def train_stage(
                 step, lr=stage.lr, warmup_steps=stage.warmup_steps, total_steps=steps, schedule=stage.schedule
             )
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in indices], pad_id=pad_id).items()}
-        loss = model(**batch).loss
+        loss = stage_loss(model, batch, reduction=stage.loss_reduction)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(trainable, stage.grad_clip)
+        clip_gradients(trainable, max_norm=stage.grad_clip, scope=stage.grad_clip_scope)
         # Skips the update (and lowers the scale) when the scaled gradients overflowed.
         scaler.step(optimizer)
         scaler.update()
@@ -393,13 +534,17 @@ def train_stage(
     # --- save ---------------------------------------------------------------------------------------------
     train_seconds = sum(step_seconds)
     with staging_dir(adapter_out) as tmp:
-        model.save_pretrained(tmp)
+        if merging:
+            save_merged_adapter(model, tmp)
+        else:
+            model.save_pretrained(tmp)
     write_manifest(adapter_out)
     steady = sorted(step_seconds[1:] or step_seconds)
     report = {
         "cell": cell,
         "base": base,
         "previous_adapter": previous_adapter,
+        "continuation": continuation if previous_adapter is not None else None,
         "lora": asdict(lora),
         "quantization": asdict(quant),
         "stage": asdict(stage),
@@ -480,5 +625,6 @@ def run_stage(
         cell=cell,
         probe_files=probe_files,
         setting_keys=setting_keys,
+        continuation=settings.get("continuation", "continue"),
         log=log,
     )

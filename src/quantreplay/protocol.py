@@ -1,0 +1,294 @@
+"""The protocol ablation: which of the authors' protocol factors moves the paper's claims C2 and C3.
+
+One table of factors (`FACTORS`) names the config keys each factor sets; their values are the authors', read from
+config/paper_protocol.yaml (their one home), and the clean values are the tier's own defaults. The variants:
+`clean` (no factor switched), `authors` (every factor), then each factor alone. Each variant is a normal pipeline
+run in its own folder, `<runs>/<variant>/`, on the tier's config, a reduced grid (config/protocol_grid.yaml) and
+the variant's overlay (`<runs>/<variant>/protocol.yaml`, the factor's keys at the authors' values).
+
+The variants share everything a factor does not touch. A variant's folder starts as a copy of the finished clean
+run (its results, logs, benchmarks and Snakemake's metadata records, `seed_variant`), so Snakemake's rerun triggers
+re-run only the jobs whose params the factor changes (tests/test_workflow_protocol.py proves which): an evaluation
+factor re-scores every checkpoint and trains nothing, a training factor re-trains from the first stage it changes.
+The clean run itself starts, likewise, from a finished run of the tier where there is one (`make run`'s): the
+reduced grid's cells are cells of the default grid.
+
+`python -m quantreplay.protocol run` runs every variant in turn and then collects; `collect` writes, from each
+variant's findings.csv, `<runs>/protocol_ablation.csv` (one row per variant and claim), `.md` (one row per
+variant) and a figure (`protocol_ablation.png` / `.svg`): each claim's estimate with its interval per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import polars as pl
+
+from quantreplay.io import atomic_file, read_csv
+
+# Each protocol factor: the config keys (paths of nested keys) it sets to the authors' value. Together they are
+# every key of config/paper_protocol.yaml, each in exactly one factor (tests/test_protocol.py).
+FACTORS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "continuation": (("continuation", "per_precision"),),
+    "replay_draw": (("replay", "draw"),),
+    "loss_reduction": (("training", "loss_reduction"),),
+    "grad_clip_scope": (("training", "grad_clip_scope"),),
+    "decoding": tuple(("evaluation", key) for key in ("decoding", "temperature", "top_k", "top_p")),
+    "mc_mode": (("evaluation", "mc_mode"),),
+    "code_metric": (("evaluation", "code_metric"),),
+    "drop_last": (("evaluation", "drop_last"),),
+}
+CLEAN, AUTHORS = "clean", "authors"
+# The claims the ablation follows (quantreplay.findings): C2, quantized minus fp16 on the last stage's forward
+# accuracy without replay; C3, the 0.1 % buffer's lift of the first family's retention after the second stage.
+CLAIMS = ("C2", "C3")
+ABLATION_COLUMNS = ("variant", "switched", "claim", "estimate", "ci_low", "ci_high", "unit", "verdict", "seeds",
+                    "shift_from_clean", "detail")  # fmt: skip
+# What Snakemake writes into a run's folder; a seeded variant starts from the clean run's copy of each.
+RUN_PARTS = ("results", "logs", "benchmarks", os.path.join(".snakemake", "metadata"))
+OVERLAY = "protocol.yaml"
+FINDINGS = os.path.join("results", "tables", "findings.csv")
+
+
+def _get(config: Mapping, path: Sequence[str]):
+    node = config
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            raise KeyError(".".join(path))
+        node = node[key]
+    return node
+
+
+def _set(config: dict, path: Sequence[str], value) -> None:
+    for key in path[:-1]:
+        config = config.setdefault(key, {})
+    config[path[-1]] = copy.deepcopy(value)
+
+
+def factor_overlay(authors: Mapping, factors: Sequence[str]) -> dict:
+    """The overlay that switches `factors` (names of FACTORS) to the authors' values in `authors` (the parsed
+    config/paper_protocol.yaml): a nested dict of their keys only."""
+    overlay: dict = {}
+    for factor in factors:
+        if factor not in FACTORS:
+            raise ValueError(f"unknown protocol factor {factor!r}; choose from {', '.join(FACTORS)}")
+        for path in FACTORS[factor]:
+            try:
+                _set(overlay, path, _get(authors, path))
+            except KeyError:
+                raise ValueError(f"config/paper_protocol.yaml: no key {'.'.join(path)} (factor {factor})") from None
+    return overlay
+
+
+def variants(authors: Mapping) -> dict[str, dict]:
+    """Every variant of the ablation and its overlay, in the table's order: clean (nothing switched), the authors'
+    protocol (every factor), then each factor alone."""
+    return {
+        CLEAN: {},
+        AUTHORS: factor_overlay(authors, list(FACTORS)),
+        **{factor: factor_overlay(authors, [factor]) for factor in FACTORS},
+    }
+
+
+def switched(variant: str) -> str:
+    """What a variant switches to the authors' value, in words."""
+    return {CLEAN: "nothing (the clean protocol)", AUTHORS: "every factor (the authors' protocol)"}.get(
+        variant, variant
+    )
+
+
+def configfiles(variant_dir: str | os.PathLike, overlay: Mapping, tier: str, grid: str | None) -> list[str]:
+    """The --configfile list of a variant's run: the tier, the reduced grid, then its overlay (none for clean: an
+    empty config file is refused)."""
+    files = [tier] + ([grid] if grid else [])
+    return files + ([os.path.join(variant_dir, OVERLAY)] if overlay else [])
+
+
+def write_overlay(variant_dir: str | os.PathLike, variant: str, overlay: Mapping) -> None:
+    """`<variant_dir>/protocol.yaml`: the variant's overlay, with a header saying what it is (nothing for clean)."""
+    import yaml
+
+    if not overlay:
+        return
+    header = (
+        f"# Protocol ablation, variant {variant}: {switched(variant)} at the authors' value, from\n"
+        "# config/paper_protocol.yaml (written by quantreplay.protocol; edit that file, not this one).\n"
+    )
+    with atomic_file(Path(variant_dir) / OVERLAY) as tmp:
+        tmp.write_text(header + yaml.safe_dump(dict(overlay), sort_keys=True))
+
+
+def finished(run_dir: str | os.PathLike) -> bool:
+    """Whether a run folder holds a finished run: its findings table, and no output Snakemake marked incomplete."""
+    incomplete = Path(run_dir) / ".snakemake" / "incomplete"
+    return (Path(run_dir) / FINDINGS).is_file() and not (incomplete.is_dir() and any(incomplete.iterdir()))
+
+
+def seed_variant(clean_dir: str | os.PathLike, variant_dir: str | os.PathLike) -> bool:
+    """Start `variant_dir` as a copy of the finished clean run (RUN_PARTS, modification times kept), so that only
+    the jobs a factor changes re-run. The aggregate step's tables are left out: they are remade in every variant,
+    and a variant whose run stopped early must not show the clean run's findings as its own. Does nothing, and
+    returns False, where the variant already has results or the clean run is not finished."""
+    from quantreplay.grid import PATHS, TABLES
+
+    clean, variant = Path(clean_dir), Path(variant_dir)
+    if (variant / "results").exists() or not finished(clean):
+        return False
+    for part in RUN_PARTS:
+        if (clean / part).is_dir():
+            shutil.copytree(clean / part, variant / part, copy_function=shutil.copy2)
+    for name in TABLES:
+        (variant / PATHS["table"].format(name=name)).unlink(missing_ok=True)
+    return True
+
+
+def snakemake_command(variant_dir: str | os.PathLike, files: Sequence[str], *, cores: int, snakefile: str,
+                      extra: Sequence[str] = ()) -> list[str]:  # fmt: skip
+    """The Snakemake call of one variant (the snakemake beside this Python)."""
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    return [snakemake, "--snakefile", snakefile, "--cores", str(cores), "--configfile", *files,
+            "--directory", str(variant_dir), *extra]  # fmt: skip
+
+
+def run_variant(runs: str | os.PathLike, variant: str, overlay: Mapping, *, tier: str, grid: str | None, cores: int,
+                snakefile: str = "Snakefile", clean_from: str | os.PathLike | None = None, extra: Sequence[str] = (),
+                capture: bool = False) -> subprocess.CompletedProcess:  # fmt: skip
+    """Write the variant's overlay, seed its folder (`seed_variant`) from the clean run, or the clean run's from
+    `clean_from` (a finished run of the tier, e.g. `make run`'s: its cells of the reduced grid are reused), and run
+    Snakemake on it."""
+    variant_dir = Path(runs) / variant
+    variant_dir.mkdir(parents=True, exist_ok=True)
+    write_overlay(variant_dir, variant, overlay)
+    source = Path(runs) / CLEAN if variant != CLEAN else clean_from
+    if source:
+        seed_variant(source, variant_dir)
+    command = snakemake_command(variant_dir, configfiles(variant_dir, overlay, tier, grid), cores=cores,
+                                snakefile=snakefile, extra=extra)  # fmt: skip
+    return subprocess.run(command, capture_output=capture, text=True, check=False)
+
+
+def ablation_table(findings: Mapping[str, str | os.PathLike]) -> pl.DataFrame:
+    """protocol_ablation.csv: for each variant (name -> its findings.csv, clean first), the rows of CLAIMS, with
+    what the variant switched and `shift_from_clean`, its estimate minus the clean run's (null where the deciding
+    pair differs, or either has no estimate)."""
+    rows = []
+    for variant, path in findings.items():
+        frame = read_csv(path, schema_overrides={"estimate": pl.Float64, "ci_low": pl.Float64,
+                                                 "ci_high": pl.Float64, "seeds": pl.Int64})  # fmt: skip
+        by_claim = {r["claim"]: r for r in frame.iter_rows(named=True)}
+        for claim in CLAIMS:
+            if claim not in by_claim:
+                raise ValueError(f"{path}: no {claim} row")
+            row = by_claim[claim]
+            rows.append({"variant": variant, "switched": switched(variant), "claim": claim,
+                         **{c: row.get(c) for c in ("estimate", "ci_low", "ci_high", "unit", "verdict", "seeds",
+                                                    "detail")}})  # fmt: skip
+    clean = {r["claim"]: r for r in rows if r["variant"] == CLEAN}
+    for row in rows:
+        base = clean.get(row["claim"])
+        same = base is not None and base["unit"] == row["unit"]
+        both = row["estimate"] is not None and base is not None and base["estimate"] is not None
+        row["shift_from_clean"] = row["estimate"] - base["estimate"] if same and both else None
+    schema = (
+        {c: pl.String for c in ABLATION_COLUMNS}
+        | {"seeds": pl.Int64}
+        | {c: pl.Float64 for c in ("estimate", "ci_low", "ci_high", "shift_from_clean")}
+    )
+    return pl.DataFrame([{c: r.get(c) for c in ABLATION_COLUMNS} for r in rows], schema=schema)
+
+
+def _cell(row: dict, *, shift: bool) -> str:
+    if row["estimate"] is None:
+        return row["verdict"]
+    pair = row["unit"].split(" (", 1)[1].rstrip(")") if " (" in (row["unit"] or "") else ""
+    text = f"{100 * row['estimate']:+.1f} [{100 * row['ci_low']:+.1f}, {100 * row['ci_high']:+.1f}]"
+    moved = "" if not shift or row["shift_from_clean"] is None else f", {100 * row['shift_from_clean']:+.1f} vs clean"
+    return f"{text} ({pair}{moved}): {row['verdict']}"
+
+
+def ablation_markdown(table: pl.DataFrame) -> str:
+    """protocol_ablation.md: one row per variant, C2 and C3 side by side, then each claim's every pair."""
+    from quantreplay.aggregate import markdown
+
+    by = {(r["variant"], r["claim"]): r for r in table.iter_rows(named=True)}
+    names = list(dict.fromkeys(table["variant"]))
+    seeds = max(table["seeds"].drop_nulls(), default=1)
+    caption = (f"The protocol ablation ({seeds} seed(s) per cell): C2 (int8 and nf4 minus fp16 on the last stage's "
+               "forward accuracy, no replay) and C3 (the 0.1 % buffer minus none on the first family's retention "
+               "after the second stage, per precision), each variant a run with the named factors at the authors' "
+               "value. Deciding pair's estimate [95 % paired bootstrap interval] in points, its shift from the "
+               "clean run (same pair), and the verdict.")  # fmt: skip
+    header = ["variant", "switched to the authors' value", *(f"{c}: estimate [interval] (pair), verdict"
+                                                             for c in CLAIMS)]  # fmt: skip
+    rows = [[v, switched(v), *(_cell(by[v, c], shift=v != CLEAN) for c in CLAIMS)] for v in names]
+    notes = [f"{v}, {c}: {by[v, c]['detail']}" for v in names for c in CLAIMS if by[v, c]["detail"]]
+    return markdown([(caption, header, rows, notes)], title="The authors' protocol, factor by factor: C2 and C3")
+
+
+def collect(runs: str | os.PathLike, names: Sequence[str]) -> pl.DataFrame:
+    """Write `<runs>/protocol_ablation.{csv,md,png,svg}` from the variants `names` (each `<runs>/<name>/` a finished
+    run) and return the table. A variant without findings.csv is a one-line error naming the file."""
+    findings = {}
+    for name in names:
+        path = Path(runs) / name / FINDINGS
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no findings table; run the variant first (make run-protocol)")
+        findings[name] = path
+    table = ablation_table(findings)
+    out = Path(runs) / "protocol_ablation"
+    with atomic_file(out.with_suffix(".csv")) as tmp:
+        table.write_csv(tmp)
+    with atomic_file(out.with_suffix(".md")) as tmp:
+        tmp.write_text(ablation_markdown(table))
+    from quantreplay.plots import protocol_ablation
+
+    protocol_ablation(table, CLAIMS, CLEAN, first=(CLEAN, AUTHORS), stem=str(out))
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m quantreplay.protocol", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["run", "dry-run", "collect", "list"])
+    parser.add_argument("--runs", default="runs/protocol", help="folder of the variants' run folders")
+    parser.add_argument("--tier", default="config/config.yaml", help="the tier's config file")
+    parser.add_argument("--grid", default="config/protocol_grid.yaml", help="the reduced grid's overlay ('' for none)")
+    parser.add_argument("--authors", default="config/paper_protocol.yaml", help="every factor at the authors' value")
+    parser.add_argument("--clean-from", default=".", help="a finished run of the tier that the clean run starts from "
+                        "where it has none yet (default: the checkout's own, `make run`; '' for none)")  # fmt: skip
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--variants", nargs="*", help="a subset, in order (default: every variant)")
+    args = parser.parse_args(argv)
+    with open(args.authors) as fh:
+        every = variants(yaml.safe_load(fh))
+    names = args.variants or list(every)
+    unknown = [n for n in names if n not in every]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(every)}")
+    if args.action == "list":
+        print("\n".join(names))
+        return
+    if args.action in ("run", "dry-run"):
+        extra = ["--dry-run", "--quiet", "rules"] if args.action == "dry-run" else []
+        for name in names:
+            print(f"== protocol variant {name}: {switched(name)}", flush=True)
+            proc = run_variant(args.runs, name, every[name], tier=args.tier, grid=args.grid or None,
+                               cores=args.cores, clean_from=args.clean_from or None, extra=extra)  # fmt: skip
+            if proc.returncode != 0:
+                sys.exit(f"protocol variant {name}: snakemake failed (exit {proc.returncode})")
+        if args.action == "dry-run":
+            return
+    table = collect(args.runs, names)
+    print(ablation_markdown(table))
+
+
+if __name__ == "__main__":
+    main()

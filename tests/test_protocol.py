@@ -1,0 +1,175 @@
+"""The protocol ablation (quantreplay.protocol): its variants come from one table of factors that is exactly
+config/paper_protocol.yaml, each variant's folder starts from the clean run so only what a factor changes re-runs,
+and the ablation table has one row per variant and claim (on a micro grid, end to end)."""
+
+import os
+
+import polars as pl
+import pytest
+import yaml
+from snakemake.utils import update_config
+
+from conftest import ROOT, job_counts, micro_config
+from quantreplay import protocol
+from quantreplay.findings import FINDINGS_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def authors() -> dict:
+    return yaml.safe_load((ROOT / "config" / "paper_protocol.yaml").read_text())
+
+
+def _paths(config: dict, prefix: tuple = ()) -> set[tuple]:
+    """Every leaf key's path; per_precision, a mapping of precisions, is one value."""
+    paths = set()
+    for key, value in config.items():
+        nested = isinstance(value, dict) and key != "per_precision"
+        paths |= _paths(value, (*prefix, key)) if nested else {(*prefix, key)}
+    return paths
+
+
+def test_the_factors_are_every_key_of_the_authors_overlay_each_once(authors):
+    paths = [path for factor in protocol.FACTORS.values() for path in factor]
+    assert len(paths) == len(set(paths))
+    assert set(paths) == _paths(authors)
+    # Every factor switched: exactly config/paper_protocol.yaml.
+    assert protocol.factor_overlay(authors, list(protocol.FACTORS)) == authors
+
+
+def test_every_factor_switches_a_value_of_the_default_tier(authors):
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for factor, paths in protocol.FACTORS.items():
+        overlay = protocol.factor_overlay(authors, [factor])
+        merged = yaml.safe_load(yaml.safe_dump(default))
+        update_config(merged, overlay)
+        assert any(protocol._get(merged, p) != protocol._get(default, p) for p in paths), factor
+
+
+def test_the_variants_clean_and_authors_first_then_each_factor_alone(authors):
+    variants = protocol.variants(authors)
+    assert list(variants) == ["clean", "authors", *protocol.FACTORS]
+    assert variants["clean"] == {} and variants["authors"] == authors
+    assert variants["drop_last"] == {"evaluation": {"drop_last": True}}
+    assert set(variants["decoding"]["evaluation"]) == {"decoding", "temperature", "top_k", "top_p"}
+    # An empty config file is refused: clean runs on the tier and the grid alone.
+    assert protocol.configfiles("runs/protocol/clean", {}, "config/config.yaml", "config/protocol_grid.yaml") == [
+        "config/config.yaml",
+        "config/protocol_grid.yaml",
+    ]
+    assert protocol.configfiles("r/mc_mode", variants["mc_mode"], "t.yaml", None) == [
+        "t.yaml",
+        "r/mc_mode/protocol.yaml",
+    ]
+
+
+def test_an_unknown_factor_or_a_missing_key_is_one_line_naming_it(authors):
+    with pytest.raises(ValueError, match="unknown protocol factor 'nope'"):
+        protocol.factor_overlay(authors, ["nope"])
+    with pytest.raises(ValueError, match=r"no key replay\.draw \(factor replay_draw\)"):
+        protocol.factor_overlay({"training": {}}, ["replay_draw"])
+
+
+def test_a_variant_is_seeded_only_from_a_finished_clean_run_and_only_once(tmp_path):
+    clean, variant = tmp_path / "clean", tmp_path / "drop_last"
+    assert not protocol.seed_variant(clean, variant)
+    (clean / "results" / "tables").mkdir(parents=True)
+    (clean / protocol.FINDINGS).write_text("claim\n")
+    (clean / ".snakemake" / "metadata").mkdir(parents=True)
+    (clean / ".snakemake" / "metadata" / "record").write_text("{}")
+    (clean / ".snakemake" / "incomplete").mkdir()
+    (clean / ".snakemake" / "incomplete" / "job").write_text("")
+    # An output Snakemake marked incomplete: not a run to copy.
+    assert not protocol.seed_variant(clean, variant)
+    (clean / ".snakemake" / "incomplete" / "job").unlink()
+    (clean / "results" / "tables" / "quant_error.csv").write_text("x\n")
+    os.utime(clean / ".snakemake" / "metadata" / "record", (1_000_000, 1_000_000))
+    assert protocol.seed_variant(clean, variant)
+    assert os.stat(variant / ".snakemake" / "metadata" / "record").st_mtime == 1_000_000
+    assert not (variant / ".snakemake" / "incomplete").exists()
+    # The aggregate step's tables are remade in the variant (the telemetry's are kept): until then it has no
+    # findings of its own, and shows none of the clean run's.
+    assert (variant / "results" / "tables" / "quant_error.csv").is_file()
+    assert not (variant / protocol.FINDINGS).exists() and not protocol.finished(variant)
+    # Results of its own are never overwritten.
+    (variant / protocol.FINDINGS).write_text("mine\n")
+    assert not protocol.seed_variant(clean, variant)
+    assert (variant / protocol.FINDINGS).read_text() == "mine\n"
+
+
+def _findings(path, c2: tuple, c3: tuple | None) -> str:
+    rows = [{"claim": c, "estimate": None, "ci_low": None, "ci_high": None, "unit": None, "verdict": "x", "seeds": 3,
+             "detail": ""} for c in ("C1", "C2", "C3", "C4", "C5")]  # fmt: skip
+    rows[1].update(estimate=c2[0], ci_low=c2[1], ci_high=c2[2], unit="points (nf4 - fp16)", verdict="supported")
+    if c3 is not None:
+        rows[2].update(estimate=c3[0], ci_low=c3[1], ci_high=c3[2], unit="points (fp16)", verdict="contradicted")
+    frame = pl.DataFrame([{c: r.get(c) for c in FINDINGS_COLUMNS} for r in rows])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(path)
+    return path
+
+
+def test_the_ablation_table_has_a_row_per_variant_and_claim(tmp_path):
+    findings = {
+        "clean": _findings(tmp_path / "clean.csv", (0.05, 0.01, 0.09), (-0.02, -0.04, -0.01)),
+        "drop_last": _findings(tmp_path / "drop_last.csv", (0.08, 0.02, 0.14), None),
+    }
+    table = protocol.ablation_table(findings)
+    assert table.columns == list(protocol.ABLATION_COLUMNS)
+    assert table.select("variant", "claim").rows() == [("clean", "C2"), ("clean", "C3"), ("drop_last", "C2"),
+                                                        ("drop_last", "C3")]  # fmt: skip
+    shifts = table["shift_from_clean"].to_list()
+    assert shifts[0] == 0.0 and shifts[2] == pytest.approx(0.03) and shifts[3] is None
+    markdown = protocol.ablation_markdown(table)
+    assert "| drop_last | drop_last | +8.0 [+2.0, +14.0] (nf4 - fp16, +3.0 vs clean): supported | x |" in markdown
+
+
+def test_a_variant_without_findings_is_one_line_naming_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"clean/results/tables/findings\.csv: no findings table"):
+        protocol.collect(tmp_path, ["clean"])
+
+
+@pytest.mark.slow
+def test_the_ablation_on_a_micro_grid(tmp_path, monkeypatch):
+    """Clean and one factor (sampled decoding) on the micro grid without its code task, with a 0.1 % buffer so that
+    C3 is measured: the seeded variant re-scores and trains nothing, and the table is 2 variants x 2 claims."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    config = micro_config()
+    del config["tasks"]["pyfunc"]
+    config["buffers"] = [0, 0.001]
+    tier = tmp_path / "micro.yaml"
+    tier.write_text(yaml.safe_dump(config))
+    runs = tmp_path / "runs"
+    every = protocol.variants(yaml.safe_load((ROOT / "config" / "paper_protocol.yaml").read_text()))
+    common = {"tier": str(tier), "grid": None, "cores": 2, "snakefile": str(ROOT / "Snakefile"), "capture": True}
+    proc = protocol.run_variant(runs, "clean", every["clean"], **common)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    # A second ablation's clean run starts from the first's finished run: only its tables are left to remake.
+    again = protocol.run_variant(tmp_path / "again", "clean", {}, clean_from=runs / "clean", extra=["--dry-run"],
+                                 **common)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    counts = job_counts(again.stdout)
+    assert counts["aggregate"] == 1 and set(counts) <= {"aggregate", "plots", "all"}, counts
+    dry = protocol.run_variant(runs, "decoding", every["decoding"], extra=["--dry-run"], **common)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = job_counts(dry.stdout)
+    # Two precisions: the base, stage 1 and two stage-2 checkpoints each, re-scored; nothing trained or rebuilt.
+    assert counts["evaluate"] == 8 and not {"prepare_data", "build_base", "replay_mix", "train_first_stage",
+                                            "train_stage"} & set(counts)  # fmt: skip
+    proc = protocol.run_variant(runs, "decoding", every["decoding"], **common)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    table = protocol.collect(runs, ["clean", "decoding"])
+    assert table.shape == (4, len(protocol.ABLATION_COLUMNS))
+    assert table.select("variant", "claim").rows() == [(v, c) for v in ("clean", "decoding") for c in ("C2", "C3")]
+    # Both claims measured (an estimate with its interval) in both runs.
+    assert table["estimate"].null_count() == 0 and (table["ci_low"] <= table["ci_high"]).all()
+    assert all((runs / f"protocol_ablation.{ext}").is_file() for ext in ("csv", "md", "png", "svg"))
+
+
+def test_the_command_lists_the_variants_and_rejects_an_unknown_one(capsys):
+    authors = str(ROOT / "config" / "paper_protocol.yaml")
+    protocol.main(["list", "--authors", authors])
+    assert capsys.readouterr().out.split() == ["clean", "authors", *protocol.FACTORS]
+    with pytest.raises(SystemExit):
+        protocol.main(["list", "--authors", authors, "--variants", "clean", "nope"])
+    assert "unknown variant(s) nope" in capsys.readouterr().err
