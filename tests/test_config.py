@@ -227,7 +227,7 @@ def test_default_config_is_valid_and_gains_defaults(default_config, schema):
     # Settings sections come back whole, their classes' defaults filled in; a stage's overrides stay as written.
     assert config["evaluation"]["sandbox_memory_mb"] == 1024 and config["lora"]["target_modules"][0] == "q_proj"
     assert config["training"]["max_steps"] is None and config["training"]["stages"] == {
-        "math": {"epochs": 2},
+        "math": {"epochs": 3},
         "code": {"epochs": 3},
     }
 
