@@ -12,7 +12,7 @@ from quantreplay.data.builtin import (
     generate_task,
     pretraining_corpus,
 )
-from quantreplay.data.builtin.math_code import EQUATION, math_facts
+from quantreplay.data.builtin.math_code import ARGUMENT, EQUATION, K_RANGE, math_facts, number_word
 from quantreplay.data.builtin.nlu import (
     HELD_OUT_EVERY,
     RAREST_HELD_OUT,
@@ -176,6 +176,27 @@ def test_every_code_reference_passes_its_tests_and_a_wrong_body_fails(suite):
     broken = [_program(r, r["target"].replace("return ", "return None and ", 1)) for r in rows[:20]]
     caught = [not v.passed for v in judge_programs(broken, Limits(), boundary())]
     assert sum(caught) >= 18, caught
+
+
+def test_code_prompts_use_one_argument_name_per_kind_and_tests_catch_a_wrong_constant(suite):
+    rows = suite["pyfunc"]["train"] + suite["pyfunc"]["test"]
+    for row in rows:
+        argument = re.match(r"def \w+\((\w+)\):", row["prompt"]).group(1)
+        assert argument in ARGUMENT.values() and re.search(rf"\b{argument}\b", row["target"]), row["prompt"]
+    constants = Counter(int(k) for r in rows for k in re.findall(r"\d+", r["target"]))
+    assert set(range(K_RANGE[0], K_RANGE[1] + 1)) <= set(constants)
+    # The first constant off by one: the hidden tests must notice it.
+    shifted = [
+        _program(r, re.sub(r"\d+", lambda m: str(int(m.group()) + 1), r["target"], count=1))
+        for r in rows[:60]
+        if re.search(r"\d", r["target"])
+    ]
+    caught = [not v.passed for v in judge_programs(shifted, Limits(), boundary())]
+    assert sum(caught) >= 0.9 * len(caught), caught
+
+
+def test_number_words_name_the_constants():
+    assert [number_word(n) for n in (2, 14, 20, 28)] == ["two", "fourteen", "twenty", "twenty_eight"]
 
 
 def test_world_is_seeded_and_corpus_states_its_facts():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from quantreplay.data.builtin.math_code import ADDENDS, ARG_NAMES, CODE_OPS, FACTORS, ITEMS, math_facts
+from quantreplay.data.builtin.math_code import ADDENDS, CODE_OPS, FACTORS, ITEMS, code_constants, math_facts
 from quantreplay.data.builtin.nlu import BOOLQ_MEMORY, BOOLQ_READING, HELD_OUT_EVERY, TOOL_USES, corpus_weights
 from quantreplay.data.builtin.world import (
     CLASSES,
@@ -137,8 +137,7 @@ def pretraining_corpus(*, seed: int, n_documents: int, n_creatures: int = 30) ->
 
     def code() -> str:
         name_pat, doc_pat, body_pat, kind = rng.choice(CODE_OPS)
-        k = rng.randint(2, 9)
-        fmt = {"k": k, "m": k + rng.randint(1, 8), "a": rng.choice(ARG_NAMES[kind])}
+        fmt = code_constants(rng, kind)
         return f"# {doc_pat.format(**fmt)}\nresult = {body_pat.format(**fmt)[len('return ') :]}\n"
 
     writers = [
