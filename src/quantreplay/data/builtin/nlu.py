@@ -58,9 +58,14 @@ def _listed_row(question: str, options: list[str], correct: str) -> dict:
 HELD_OUT_EVERY = {"creatures": 4, "tool uses": 3, "social events": 4, "routines": 3, "wino pairs": 4}
 
 
+def is_held_out(index: int, every: int) -> bool:
+    """Whether a table's item at `index` is held out: every `every`-th one, starting at index `every - 1`."""
+    return index % every == every - 1
+
+
 def held_out(items, every: int) -> list:
-    """The held-out items of a table: every `every`-th one, starting at index `every - 1`."""
-    return [x for i, x in enumerate(items) if i % every == every - 1]
+    """The held-out items of a table (`is_held_out`)."""
+    return [x for i, x in enumerate(items) if is_held_out(i, every)]
 
 
 # How often the pretraining corpus states a held-out item, relative to an item that training rows ask about: from
@@ -76,7 +81,7 @@ def corpus_weights(items, every: int) -> list[float]:
     n_held = len(held_out(items, every))
     weights, rank = [], 0
     for i in range(len(items)):
-        if i % every == every - 1:
+        if is_held_out(i, every):
             weights.append(RAREST_HELD_OUT ** (rank / max(1, n_held - 1)))
             rank += 1
         else:
@@ -89,13 +94,13 @@ def _pick(items, every: int, split: str, rng: random.Random, slot: int):
     ones in every other run of four slots, so exactly half of a test split asks about held-out items (runs of four
     slots leave the answer positions, slot % choices, evenly spread over both halves)."""
     fresh = split == "test" and slot // 4 % 2 == 1
-    return rng.choice([x for i, x in enumerate(items) if (i % every == every - 1) == fresh])
+    return rng.choice([x for i, x in enumerate(items) if is_held_out(i, every) == fresh])
 
 
 def _offered(items, every: int, split: str) -> list:
     """The items a row may offer as distractors: in a training row none that is held out (a model must not
     learn that they are always wrong), in a test row any."""
-    return [x for i, x in enumerate(items) if split == "test" or i % every != every - 1]
+    return [x for i, x in enumerate(items) if split == "test" or not is_held_out(i, every)]
 
 
 # boolq's questions: (attribute, its values, question); {n} the creature, {v} the value, {av} it with an article.
