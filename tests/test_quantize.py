@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from quantreplay.bases import resolve_base
-from quantreplay.quantize import QuantConfig, compute_dtype, cpu_capability, load_base
+from quantreplay.quantize import (
+    QuantConfig,
+    compute_dtype,
+    cpu_capability,
+    cpu_layers_to_apply,
+    dequantize_cpu_layers,
+    load_base,
+)
 
 QUANT = QuantConfig()
 NATIVE = QuantConfig(cpu_compute="native")
@@ -82,3 +89,51 @@ def test_the_cpu_capability_names_the_kernels_torch_runs():
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "DEFAULT"
     assert cpu_capability() != "" and cpu_capability() == torch.backends.cpu.get_cpu_capability()
+
+
+def _one_backward(tiny_base, tiny_task_files, precision: str, quant: QuantConfig, *, training: bool):
+    """(layer classes, loss, LoRA gradients) of a fresh seeded adapter, no dropout, on 8 boolq rows: the model as
+    train_stage (training) or an evaluation (not training) holds it."""
+    import polars as pl
+    from transformers import AutoTokenizer
+
+    from quantreplay.train import LoraSettings, attach_adapter, collate, tokenize_example
+
+    model = load_base(resolve_base(tiny_base), precision=precision, quant=quant, device="cpu")
+    dequantize_cpu_layers(model, precision, quant=quant, device="cpu", training=training)
+    classes = {type(m).__name__ for m in model.modules() if "Linear" in type(m).__name__}
+    model = attach_adapter(model, lora=LoraSettings(dropout=0.0), previous_adapter=None, seed=0,
+                           gradient_checkpointing=False)  # fmt: skip
+    model.train(training)
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    rows = pl.read_parquet(tiny_task_files["boolq/train"]).head(8)
+    examples = [tokenize_example(tok, p, t, max_seq_len=128) for p, t in zip(rows["prompt"], rows["target"],
+                                                                             strict=True)]  # fmt: skip
+    loss = model(**collate(examples, pad_id=tok.pad_token_id)).loss
+    loss.backward()
+    return classes, loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(("precision", "training"), [("nf4", True), ("nf4", False), ("int8", True)])
+def test_dequantized_cpu_layers_give_bitsandbytes_own_numbers(tiny_base, tiny_task_files, precision, training):
+    kept = QuantConfig(cpu_layers="bitsandbytes")
+    classes, loss, grads = _one_backward(tiny_base, tiny_task_files, precision, kept, training=training)
+    assert classes >= {"Linear4bit" if precision == "nf4" else "Linear8bitLt"}
+    fast_classes, fast_loss, fast_grads = _one_backward(tiny_base, tiny_task_files, precision, QUANT,
+                                                        training=training)  # fmt: skip
+    assert fast_classes == {"Linear"}
+    assert fast_loss == pytest.approx(loss, rel=1e-6)
+    assert fast_grads.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_int8_evaluates_with_llm_int8_layers_and_a_gpu_keeps_every_layer(tiny_base):
+    # In eval mode LLM.int8 rounds the activations: its products differ from the dequantized weights', so int8's
+    # evaluation keeps bitsandbytes' layers; off a CPU (or under native compute) nothing is swapped.
+    model = load_base(resolve_base(tiny_base), precision="int8", quant=QUANT, device="cpu")
+    assert dequantize_cpu_layers(model, "int8", quant=QUANT, device="cpu", training=False) == 0
+    assert not cpu_layers_to_apply("nf4", quant=QUANT, device="cuda", training=True)
+    assert not cpu_layers_to_apply("nf4", quant=NATIVE, device="cpu", training=True)
+    assert not cpu_layers_to_apply("fp16", quant=QUANT, device="cpu", training=True)
+    assert dequantize_cpu_layers(model, "int8", quant=QUANT, device="cpu", training=True) == 14

@@ -351,7 +351,7 @@ def evaluate_checkpoint(
     import time
 
     from quantreplay.io import read_parquet, write_json, write_parquet
-    from quantreplay.quantize import compute_dtype, cpu_capability
+    from quantreplay.quantize import compute_dtype, cpu_capability, cpu_layers_to_apply
 
     started = time.perf_counter()
     frames = [
@@ -391,6 +391,8 @@ def evaluate_checkpoint(
         "compute_dtype": compute_dtype(precision, quant=quant, device=device),
         "control_arm": controls.describe(precision, noise_seed=quant.noise_seed),
         "cpu_capability": cpu_capability(),
+        # Whether the int8/nf4 layers ran as fp32 Linear layers holding their weights (quantization.cpu_layers).
+        "dequantized_cpu_layers": cpu_layers_to_apply(precision, quant=quant, device=device, training=False),
         "device": lm.device_name(device),
         "code_sandbox": sandbox,
     }

@@ -123,10 +123,11 @@ def load_tokenizer(base: str):
 def load_checkpoint(base: str, *, precision: str, quant, device: str, adapter: str | None = None):
     """(tokenizer, model): the base at `base` (what `from_pretrained` takes) in `precision`, with the frozen
     `adapter` (a PEFT folder) on top unless None. Training attaches its trainable adapter itself."""
-    from quantreplay.quantize import load_base
+    from quantreplay.quantize import dequantize_cpu_layers, load_base
 
     tokenizer = load_tokenizer(base)
     model = load_base(base, precision=precision, quant=quant, device=device)
+    dequantize_cpu_layers(model, precision, quant=quant, device=device, training=False)
     if adapter is not None:
         from peft import PeftModel
 

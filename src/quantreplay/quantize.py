@@ -21,6 +21,8 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 # How a base computes on a CPU: in fp32 from its precision's rounded weights, or in the precision's own dtype.
 CPU_COMPUTE = ("fp32", "native")
+# How int8 and nf4 hold their weights on a CPU under fp32 compute (QuantConfig.cpu_layers, `cpu_layers_to_apply`).
+CPU_LAYERS = ("dequantized", "bitsandbytes")
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,20 @@ class QuantConfig(Settings):
     and scales, int8 weights) and multiplies in fp32, so a result does not depend on which CPU ran it and no
     precision is slow on a CPU without bf16 or fp16 hardware (there, bf16 and fp16 matmuls are 25-70x slower than
     fp32); `native` computes as a GPU does (bf16 and fp16 natively, NF4 in nf4_compute_dtype), fast only on CPUs
-    with AMX or AVX-512 bf16/fp16 units. On a GPU every precision computes natively. noise_seed: the seed of the
-    `noise-*` and `permuted-nf4` control arms' draws (quantreplay.controls), the same for every cell.
+    with AMX or AVX-512 bf16/fp16 units. On a GPU every precision computes natively. cpu_layers: under fp32
+    compute on a CPU, `dequantized` swaps bitsandbytes' layers, once loaded, for fp32 Linear layers that hold the
+    very weights those layers multiply by (`dequantize_cpu_layers`), wherever the products are the same: nf4 always,
+    int8 in training (in eval mode LLM.int8 rounds the activations, so int8's evaluation keeps its layers);
+    `bitsandbytes` keeps the layers, which dequantize their weights on every matmul (the same numbers, 2-3x
+    slower steps on SmolLM2-135M). noise_seed: the seed of the `noise-*` and `permuted-nf4` control arms' draws
+    (quantreplay.controls), the same for every cell.
     """
 
     int8_threshold: float = setting(6.0, positive, "positive")
     nf4_double_quant: bool = setting(True)
     nf4_compute_dtype: str = setting("bf16", one_of(*DTYPES), f"one of {', '.join(DTYPES)}")
     cpu_compute: str = setting("fp32", one_of(*CPU_COMPUTE), f"one of {', '.join(CPU_COMPUTE)}")
+    cpu_layers: str = setting("dequantized", one_of(*CPU_LAYERS), f"one of {', '.join(CPU_LAYERS)}")
     noise_seed: int = setting(0, non_negative, "an integer >= 0")
 
 
@@ -135,6 +143,48 @@ def load_base(path: str, *, precision: str, quant: QuantConfig, device: str):
     if precision == "nf4":
         disable_cpu_inference_repack(model)
     return model
+
+
+def cpu_layers_to_apply(precision: str, *, quant: QuantConfig, device: str, training: bool) -> bool:
+    """Whether `dequantize_cpu_layers` applies: the products bitsandbytes computes on a CPU under fp32 compute are
+    its dequantized weights times the input in fp32 for nf4 (MatMul4Bit) and for int8 in training (MatMul8bitFp);
+    int8 in eval mode rounds the input to int8 (MatMul8bitLt)."""
+    if device != "cpu" or quant.cpu_compute != "fp32" or quant.cpu_layers != "dequantized":
+        return False
+    return precision == "nf4" or (precision == "int8" and training)
+
+
+def dequantize_cpu_layers(model, precision: str, *, quant: QuantConfig, device: str, training: bool) -> int:
+    """Swap `model`'s bitsandbytes layers for frozen fp32 Linear layers holding the weights they multiply by, where
+    `cpu_layers_to_apply` says the products are the same (nf4: dequantize_4bit; int8: codes x scales / 127, as
+    MatMul8bitFp restores them). Returns how many layers were swapped (0 where it does not apply). Call it on the
+    freshly loaded base, before an adapter wraps the layers."""
+    if not cpu_layers_to_apply(precision, quant=quant, device=device, training=training):
+        return 0
+    import bitsandbytes as bnb
+    import torch
+
+    from quantreplay.controls import int8_weights
+
+    swapped = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, bnb.nn.Linear4bit):
+                weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).float()
+            elif isinstance(child, bnb.nn.Linear8bitLt):
+                # Before the first forward the scales sit on the weight (a forward moves them to the layer's state).
+                codes = child.state.CB if child.state.CB is not None else child.weight.data
+                scales = child.state.SCB if child.state.SCB is not None else child.weight.SCB
+                weight = int8_weights(codes, scales)
+            else:
+                continue
+            linear = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+            linear.weight = torch.nn.Parameter(weight, requires_grad=False)
+            if child.bias is not None:
+                linear.bias = torch.nn.Parameter(child.bias.data.float(), requires_grad=False)
+            setattr(parent, child_name, linear)
+            swapped += 1
+    return swapped
 
 
 def quantized_layers(model) -> dict[str, int]:

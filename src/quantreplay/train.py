@@ -33,6 +33,7 @@ from quantreplay.quantize import (
     QuantConfig,
     compute_dtype,
     cpu_capability,
+    dequantize_cpu_layers,
     load_base,
     quantized_layers,
     weight_bytes,
@@ -456,6 +457,7 @@ def train_stage(
     pad_id = lm.pad_id(tokenizer)
     layers = quantized_layers(model)
     base_bytes = weight_bytes(model)
+    dequantized_layers = dequantize_cpu_layers(model, precision, quant=quant, device=device, training=True)
     model = attach_adapter(
         model,
         lora=lora,
@@ -573,6 +575,8 @@ def train_stage(
         "total_parameters": n_total,
         "base_weight_bytes": base_bytes,
         "base_layers": layers,
+        # bitsandbytes layers swapped for fp32 Linear layers holding the weights they multiply by (cpu_layers).
+        "dequantized_cpu_layers": dequantized_layers,
         "compute_dtype": compute_dtype(precision, quant=quant, device=device),
         "control_arm": controls.describe(precision, noise_seed=quant.noise_seed),
         "cpu_capability": cpu_capability(),
