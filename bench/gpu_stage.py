@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from train_step import save_random_llama  # bench/train_step.py, beside this script
 
 from quantreplay.bases import resolve_base
 from quantreplay.evaluate import EvalSettings, evaluate_checkpoint
@@ -46,27 +47,14 @@ TESTS = ["boolq", "piqa", "winogrande", "arithmetic"]
 
 
 def random_llama(out: Path, *, tokenizer_from: Path, shape: str) -> int:
-    """A random-weight Llama of `shape` with the tokenizer at `tokenizer_from`, saved in fp16 at `out`."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """A random-weight Llama of `shape` with the tokenizer at `tokenizer_from`, saved in fp16 at `out` as a base
+    folder the pipeline loads."""
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **SHAPES[shape],
-    )
-    torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = LlamaForCausalLM(config).half()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n = save_random_llama(out, tokenizer, SHAPES[shape], dtype=torch.float16, device=device)
     (out / "base.json").write_text(json.dumps({"kind": "toy", "source": f"random {shape}"}))
-    n = sum(p.numel() for p in model.parameters())
-    del model
     return n
 
 

@@ -49,9 +49,16 @@ VOCAB = 2048
 
 def make_base(out: Path, size: str) -> int:
     """A random-weight Llama of `size` with a real tokenizer, saved at `out`; returns its parameter count."""
+    tokenizer = train_tokenizer([f"word{i} {i * 7} x" for i in range(4000)], vocab_size=VOCAB)
+    return save_random_llama(out, tokenizer, SIZES[size])
+
+
+def save_random_llama(out: Path, tokenizer, shape: dict, *, dtype=torch.float32, device: str = "cpu") -> int:
+    """A Llama of `shape` (LlamaConfig's size keys) with random weights (seed 0) and `tokenizer`'s vocabulary and
+    special tokens, built on `device` and saved at `out` in `dtype` with the tokenizer; returns its parameter
+    count."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = train_tokenizer([f"word{i} {i * 7} x" for i in range(4000)], vocab_size=VOCAB)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=512,
@@ -59,10 +66,11 @@ def make_base(out: Path, size: str) -> int:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **SIZES[size],
+        **shape,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return sum(p.numel() for p in model.parameters())
