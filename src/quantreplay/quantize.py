@@ -145,6 +145,23 @@ def load_base(path: str, *, precision: str, quant: QuantConfig, device: str):
     return model
 
 
+def held_weight(module):
+    """What a Linear layer multiplies by, in fp32: bitsandbytes' layers dequantized as their matmuls do (int8:
+    CB * SCB / 127; nf4: dequantize_4bit), any other Linear's weight as it reads (a stepnoise arm in training mode:
+    one draw)."""
+    kind = type(module).__name__
+    weight = module.weight
+    if kind == "Linear8bitLt":
+        from quantreplay.controls import int8_weights
+
+        return int8_weights(weight.CB, weight.SCB)
+    if kind == "Linear4bit":
+        import bitsandbytes as bnb
+
+        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
+    return weight.detach().float()
+
+
 def cpu_layers_to_apply(precision: str, *, quant: QuantConfig, device: str, training: bool) -> bool:
     """Whether `dequantize_cpu_layers` applies: the products bitsandbytes computes on a CPU under fp32 compute are
     its dequantized weights times the input in fp32 for nf4 (MatMul4Bit) and for int8 in training (MatMul8bitFp);
@@ -161,23 +178,14 @@ def dequantize_cpu_layers(model, precision: str, *, quant: QuantConfig, device: 
     freshly loaded base, before an adapter wraps the layers."""
     if not cpu_layers_to_apply(precision, quant=quant, device=device, training=training):
         return 0
-    import bitsandbytes as bnb
     import torch
-
-    from quantreplay.controls import int8_weights
 
     swapped = 0
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
-            if isinstance(child, bnb.nn.Linear4bit):
-                weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state).float()
-            elif isinstance(child, bnb.nn.Linear8bitLt):
-                # Before the first forward the scales sit on the weight (a forward moves them to the layer's state).
-                codes = child.state.CB if child.state.CB is not None else child.weight.data
-                scales = child.state.SCB if child.state.SCB is not None else child.weight.SCB
-                weight = int8_weights(codes, scales)
-            else:
+            if type(child).__name__ not in ("Linear8bitLt", "Linear4bit"):
                 continue
+            weight = held_weight(child)
             linear = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
             linear.weight = torch.nn.Parameter(weight, requires_grad=False)
             if child.bias is not None:

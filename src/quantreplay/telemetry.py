@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 
 from quantreplay.io import read_json, write_csv
+from quantreplay.quantize import held_weight
 
 QUANT_ERROR_COLUMNS = ("model", "precision", "layer", "module", "block", "rows", "columns", "relative_error",
                        "error_rms", "error_mean", "error_max", "outlier_share")  # fmt: skip
@@ -29,23 +30,6 @@ ADAPTER_COLUMNS = ("model", "precision", "seed", "buffer", "after_stage", "stage
 # Examples of the first stage's training text that the outlier share is measured on.
 PROBE_EXAMPLES = 32
 TOTAL = "total"
-
-
-def held_weight(module):
-    """What a Linear layer multiplies by, in fp32: bitsandbytes' layers dequantized as their matmuls do (int8:
-    CB * SCB / 127; nf4: dequantize_4bit), any other Linear's weight as it reads (a stepnoise arm in training mode:
-    one draw)."""
-    kind = type(module).__name__
-    weight = module.weight
-    if kind == "Linear8bitLt":
-        from quantreplay.controls import int8_weights
-
-        return int8_weights(weight.CB, weight.SCB)
-    if kind == "Linear4bit":
-        import bitsandbytes as bnb
-
-        return bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
-    return weight.detach().float()
 
 
 class HeldWeights(Mapping):
