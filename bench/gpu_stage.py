@@ -65,8 +65,8 @@ def _reset() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def _peak() -> int | None:
-    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+def _peak_mib() -> int | None:
+    return round(torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None
 
 
 def run_one(base: str, precision: str, *, data: Path, steps: int, examples: int, work: Path) -> dict:
@@ -89,7 +89,7 @@ def run_one(base: str, precision: str, *, data: Path, steps: int, examples: int,
         cell={"precision": precision, "stage": "nlu"},
         log=lambda s: None,
     ).report
-    train_peak = _peak()
+    train_peak = _peak_mib()
     _reset()
     t0 = time.perf_counter()
     scores = evaluate_checkpoint(
@@ -115,9 +115,9 @@ def run_one(base: str, precision: str, *, data: Path, steps: int, examples: int,
         "tokens_per_second": round(train["tokens_per_second"]),
         "first_loss": train["loss_curve"][0][1],
         "last_loss": train["loss_curve"][-1][1],
-        "train_peak_gpu_mib": train_peak and round(train_peak / 2**20),
+        "train_peak_gpu_mib": train_peak,
         "eval_seconds": round(time.perf_counter() - t0, 2),
-        "eval_peak_gpu_mib": _peak() and round(_peak() / 2**20),
+        "eval_peak_gpu_mib": _peak_mib(),
         "scores": {task: round(s["value"], 4) for task, s in scores["tasks"].items()},
         "eval_task_seconds": {task: round(s["seconds"], 2) for task, s in scores["tasks"].items()},
     }
