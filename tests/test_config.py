@@ -228,7 +228,7 @@ def test_default_config_is_valid_and_gains_defaults(default_config, schema):
     assert config["evaluation"]["sandbox_memory_mb"] == 1024 and config["lora"]["target_modules"][0] == "q_proj"
     assert config["training"]["max_steps"] is None and config["training"]["stages"] == {
         "math": {"epochs": 3},
-        "code": {"epochs": 3},
+        "code": {"epochs": 3, "lr": 1.0e-3},
     }
 
 
