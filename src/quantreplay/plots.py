@@ -228,7 +228,9 @@ def mechanism(table: pl.DataFrame, *, stem: str) -> None:
     interval: the arms beside the real int8 and nf4 they borrow their error from."""
     compared = table.filter(pl.col("minus_reference").is_not_null())
     metrics = list(dict.fromkeys(compared["metric"]))
-    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(5.5 * max(1, len(metrics)), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(1, len(metrics)), figsize=(5.5 * max(1, len(metrics)), 4.2), squeeze=False, layout="constrained"
+    )
     for ax, metric in zip(axes[0], metrics, strict=False):
         part = compared.filter(pl.col("metric") == metric).filter(pl.col("model") == compared["model"][0])
         names = part["precision"].to_list()
@@ -305,18 +307,29 @@ def forgetting_in_stage(train_reports: Sequence[str], families: Mapping[str, str
     shown = list(dict.fromkeys([buffers[0], *buffers[1:2], buffers[len(buffers) // 2], buffers[-1]]))
     stages = list(dict.fromkeys(frame.sort("stage")["stage"].to_list()))
     stages = [s for s in dict.fromkeys(r["stage"] for r in rows) if s in stages]
-    fig, axes = plt.subplots(len(shown), len(stages), figsize=(4.2 * len(stages), 2.8 * len(shown)), squeeze=False,
-                             sharey=True)  # fmt: skip
+    fig, axes = plt.subplots(len(shown), len(stages), figsize=(4.2 * len(stages) + 2, 2.8 * len(shown)),
+                             squeeze=False, sharey=True, layout="constrained")  # fmt: skip
+    # Each precision and family drawn alike in every panel, in the grid's order (group_by keeps none).
+    precisions = list(dict.fromkeys(r["precision"] for r in rows))
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    # One legend for the grid, outside the panels: the entries of the panel that probes the most families (the
+    # last stage probes every earlier one).
+    legend, most_families = None, 0
     for i, buffer in enumerate(shown):
         for j, stage in enumerate(stages):
             ax = axes[i][j]
             part = frame.filter(pl.col("buffer") == buffer, pl.col("stage") == stage)
             if part.height:
                 sns.lineplot(data=part.to_pandas(), x="step", y="loss", hue="precision", style="family", ax=ax,
-                             errorbar=None, legend=(i == 0 and j == len(stages) - 1))  # fmt: skip
+                             hue_order=precisions, style_order=families, errorbar=None)  # fmt: skip
+                if part["family"].n_unique() > most_families:
+                    legend, most_families = ax.get_legend_handles_labels(), part["family"].n_unique()
+                ax.get_legend().remove()
             ax.set_title(f"during {stage}, buffer {_percent_label(buffer)}")
-            ax.set_xlabel("optimizer steps of the stage")
-            ax.set_ylabel("probe loss of earlier tasks")
+            ax.set_xlabel("optimizer steps of the stage" if i == len(shown) - 1 else "")
+            ax.set_ylabel("probe loss of earlier tasks" if j == 0 else "")
+    if legend is not None:
+        fig.legend(*legend, loc="outside right upper", frameon=False)
     fig.suptitle("When forgetting happens: the loss of earlier tasks' probe sets during each later stage")
     _save(fig, stem)
 
@@ -325,11 +338,15 @@ def quant_error(errors: pl.DataFrame, *, stem: str) -> None:
     """Each precision's relative weight error per projection (mean over blocks and models), and int8's outlier
     columns per projection."""
     changed = errors.filter(pl.col("relative_error") > 0)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), width_ratios=[3, 2])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[3, 2], layout="constrained")
     if changed.height:
         sns.barplot(data=changed.to_pandas(), x="module", y="relative_error", hue="precision", ax=axes[0],
                     errorbar=("pi", 100))  # fmt: skip
         axes[0].set_yscale("log")
+        # Below the panels: inside, the legend hides bars.
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[0].get_legend().remove()
+        fig.legend(handles, labels, loc="outside lower center", ncols=5, frameon=False)
     axes[0].set_ylabel("|W held - W| / |W| (log; bars: range over blocks)")
     axes[0].set_xlabel("projection")
     axes[0].set_title("How far each precision moves the frozen weights")
@@ -342,6 +359,8 @@ def quant_error(errors: pl.DataFrame, *, stem: str) -> None:
     axes[1].set_ylabel("input columns on LLM.int8's outlier path (%)")
     axes[1].set_xlabel("projection")
     axes[1].set_title("int8: outlier columns on the probe text")
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=45)
     _save(fig, stem)
 
 
@@ -349,10 +368,11 @@ def adapter_updates(telemetry: pl.DataFrame, *, stem: str) -> None:
     """The whole adapter's update through the stages per precision (buffer 0, mean over seeds), and how much of
     the previous stage's step the last stage keeps, by buffer."""
     total = telemetry.filter(pl.col("layer") == "total")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    precisions = list(dict.fromkeys(total["precision"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4), layout="constrained")
     no_replay = total.filter(pl.col("buffer").cast(pl.String) == "0")
     sns.lineplot(data=(no_replay if no_replay.height else total).to_pandas(), x="after_stage", y="step_norm",
-                 hue="precision", marker="o", ax=axes[0])  # fmt: skip
+                 hue="precision", hue_order=precisions, marker="o", ax=axes[0], legend=False)  # fmt: skip
     axes[0].set_xticks(sorted(total["after_stage"].unique().to_list()))
     axes[0].set_xlabel("stage")
     axes[0].set_ylabel("|dW_k - dW_k-1| (Frobenius, whole adapter)")
@@ -360,12 +380,14 @@ def adapter_updates(telemetry: pl.DataFrame, *, stem: str) -> None:
     last = total.filter(pl.col("after_stage") == total["after_stage"].max())
     order = _buffer_order(last["buffer"].cast(pl.String).unique().to_list())
     sns.pointplot(data=last.with_columns(pl.col("buffer").cast(pl.String)).to_pandas(), x="buffer",
-                  y="previous_step_kept", hue="precision", order=order,
+                  y="previous_step_kept", hue="precision", hue_order=precisions, order=order,
                   dodge=0.3 if last["precision"].n_unique() > 1 else False, ax=axes[1])  # fmt: skip
     axes[1].axhline(1.0, color="gray", lw=0.8, ls="--")
     axes[1].set_xlabel("replay buffer")
     axes[1].set_ylabel("share of the previous stage's step kept")
     axes[1].set_title("What the last stage leaves of the stage before")
+    # The panels share one precision palette: one legend, beside them.
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     _save(fig, stem)
 
 
