@@ -2,8 +2,6 @@
 config/paper_protocol.yaml, each variant's folder starts from the clean run so only what a factor changes re-runs,
 and the ablation table has one row per variant and claim (on a micro grid, end to end)."""
 
-import os
-
 import polars as pl
 import pytest
 import yaml
@@ -67,33 +65,6 @@ def test_an_unknown_factor_or_a_missing_key_is_one_line_naming_it(authors):
         protocol.factor_overlay(authors, ["nope"])
     with pytest.raises(ValueError, match=r"no key replay\.draw \(factor replay_draw\)"):
         protocol.factor_overlay({"training": {}}, ["replay_draw"])
-
-
-def test_a_variant_is_seeded_only_from_a_finished_clean_run_and_only_once(tmp_path):
-    clean, variant = tmp_path / "clean", tmp_path / "drop_last"
-    assert not protocol.seed_variant(clean, variant)
-    (clean / "results" / "tables").mkdir(parents=True)
-    (clean / protocol.FINDINGS).write_text("claim\n")
-    (clean / ".snakemake" / "metadata").mkdir(parents=True)
-    (clean / ".snakemake" / "metadata" / "record").write_text("{}")
-    (clean / ".snakemake" / "incomplete").mkdir()
-    (clean / ".snakemake" / "incomplete" / "job").write_text("")
-    # An output Snakemake marked incomplete: not a run to copy.
-    assert not protocol.seed_variant(clean, variant)
-    (clean / ".snakemake" / "incomplete" / "job").unlink()
-    (clean / "results" / "tables" / "quant_error.csv").write_text("x\n")
-    os.utime(clean / ".snakemake" / "metadata" / "record", (1_000_000, 1_000_000))
-    assert protocol.seed_variant(clean, variant)
-    assert os.stat(variant / ".snakemake" / "metadata" / "record").st_mtime == 1_000_000
-    assert not (variant / ".snakemake" / "incomplete").exists()
-    # The aggregate step's tables are remade in the variant (the telemetry's are kept): until then it has no
-    # findings of its own, and shows none of the clean run's.
-    assert (variant / "results" / "tables" / "quant_error.csv").is_file()
-    assert not (variant / protocol.FINDINGS).exists() and not protocol.finished(variant)
-    # Results of its own are never overwritten.
-    (variant / protocol.FINDINGS).write_text("mine\n")
-    assert not protocol.seed_variant(clean, variant)
-    assert (variant / protocol.FINDINGS).read_text() == "mine\n"
 
 
 def _findings(path, c2: tuple, c3: tuple | None) -> str:

@@ -7,9 +7,10 @@ run in its own folder, `<runs>/<variant>/`, on the tier's config, a reduced grid
 the variant's overlay (`<runs>/<variant>/protocol.yaml`, the factor's keys at the authors' values).
 
 The variants share everything a factor does not touch. A variant's folder starts as a copy of the finished clean
-run (its results, logs, benchmarks and Snakemake's metadata records, `seed_variant`), so Snakemake's rerun triggers
-re-run only the jobs whose params the factor changes (tests/test_workflow_protocol.py proves which): an evaluation
-factor re-scores every checkpoint and trains nothing, a training factor re-trains from the first stage it changes.
+run (its results, logs, benchmarks and Snakemake's metadata records: `quantreplay.runs.seed_run`), so Snakemake's
+rerun triggers re-run only the jobs whose params the factor changes (tests/test_workflow_protocol.py proves which):
+an evaluation factor re-scores every checkpoint and trains nothing, a training factor re-trains from the first stage
+it changes.
 The clean run itself starts, likewise, from a finished run of the tier where there is one (`make run`'s): the
 reduced grid's cells are cells of the default grid.
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -32,6 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from quantreplay.io import atomic_file, read_csv
+from quantreplay.runs import FINDINGS, seed_run
 
 # Each protocol factor: the config keys (paths of nested keys) it sets to the authors' value. Together they are
 # every key of config/paper_protocol.yaml, each in exactly one factor (tests/test_protocol.py).
@@ -51,10 +52,8 @@ CLEAN, AUTHORS = "clean", "authors"
 CLAIMS = ("C2", "C3")
 ABLATION_COLUMNS = ("variant", "switched", "claim", "estimate", "ci_low", "ci_high", "unit", "verdict", "seeds",
                     "shift_from_clean", "detail")  # fmt: skip
-# What Snakemake writes into a run's folder; a seeded variant starts from the clean run's copy of each.
-RUN_PARTS = ("results", "logs", "benchmarks", os.path.join(".snakemake", "metadata"))
+# A variant's overlay file, in its run folder.
 OVERLAY = "protocol.yaml"
-FINDINGS = os.path.join("results", "tables", "findings.csv")
 
 
 def _get(config: Mapping, path: Sequence[str]):
@@ -125,30 +124,6 @@ def write_overlay(variant_dir: str | os.PathLike, variant: str, overlay: Mapping
         tmp.write_text(header + yaml.safe_dump(dict(overlay), sort_keys=True))
 
 
-def finished(run_dir: str | os.PathLike) -> bool:
-    """Whether a run folder holds a finished run: its findings table, and no output Snakemake marked incomplete."""
-    incomplete = Path(run_dir) / ".snakemake" / "incomplete"
-    return (Path(run_dir) / FINDINGS).is_file() and not (incomplete.is_dir() and any(incomplete.iterdir()))
-
-
-def seed_variant(clean_dir: str | os.PathLike, variant_dir: str | os.PathLike) -> bool:
-    """Start `variant_dir` as a copy of the finished clean run (RUN_PARTS, modification times kept), so that only
-    the jobs a factor changes re-run. The aggregate step's tables are left out: they are remade in every variant,
-    and a variant whose run stopped early must not show the clean run's findings as its own. Does nothing, and
-    returns False, where the variant already has results or the clean run is not finished."""
-    from quantreplay.grid import PATHS, TABLES
-
-    clean, variant = Path(clean_dir), Path(variant_dir)
-    if (variant / "results").exists() or not finished(clean):
-        return False
-    for part in RUN_PARTS:
-        if (clean / part).is_dir():
-            shutil.copytree(clean / part, variant / part, copy_function=shutil.copy2)
-    for name in TABLES:
-        (variant / PATHS["table"].format(name=name)).unlink(missing_ok=True)
-    return True
-
-
 def snakemake_command(variant_dir: str | os.PathLike, files: Sequence[str], *, cores: int, snakefile: str,
                       extra: Sequence[str] = ()) -> list[str]:  # fmt: skip
     """The Snakemake call of one variant (the snakemake beside this Python)."""
@@ -160,15 +135,15 @@ def snakemake_command(variant_dir: str | os.PathLike, files: Sequence[str], *, c
 def run_variant(runs: str | os.PathLike, variant: str, overlay: Mapping, *, tier: str, grid: str | None, cores: int,
                 snakefile: str = "Snakefile", clean_from: str | os.PathLike | None = None, extra: Sequence[str] = (),
                 capture: bool = False) -> subprocess.CompletedProcess:  # fmt: skip
-    """Write the variant's overlay, seed its folder (`seed_variant`) from the clean run, or the clean run's from
-    `clean_from` (a finished run of the tier, e.g. `make run`'s: its cells of the reduced grid are reused), and run
-    Snakemake on it."""
+    """Write the variant's overlay, seed its folder (`quantreplay.runs.seed_run`) from the clean run, or the clean
+    run's from `clean_from` (a finished run of the tier, e.g. `make run`'s: its cells of the reduced grid are
+    reused), and run Snakemake on it."""
     variant_dir = Path(runs) / variant
     variant_dir.mkdir(parents=True, exist_ok=True)
     write_overlay(variant_dir, variant, overlay)
     source = Path(runs) / CLEAN if variant != CLEAN else clean_from
     if source:
-        seed_variant(source, variant_dir)
+        seed_run(source, variant_dir)
     command = snakemake_command(variant_dir, configfiles(variant_dir, overlay, tier, grid), cores=cores,
                                 snakefile=snakefile, extra=extra)  # fmt: skip
     return subprocess.run(command, capture_output=capture, text=True, check=False)
