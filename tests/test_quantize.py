@@ -15,6 +15,7 @@ from quantreplay.quantize import (
     cpu_capability,
     cpu_layers_to_apply,
     dequantize_cpu_layers,
+    held_weight,
     load_base,
 )
 
@@ -137,3 +138,19 @@ def test_int8_evaluates_with_llm_int8_layers_and_a_gpu_keeps_every_layer(tiny_ba
     assert not cpu_layers_to_apply("nf4", quant=NATIVE, device="cpu", training=True)
     assert not cpu_layers_to_apply("fp16", quant=QUANT, device="cpu", training=True)
     assert dequantize_cpu_layers(model, "int8", quant=QUANT, device="cpu", training=True) == 14
+
+
+def test_held_weight_of_an_int8_layer_is_the_same_before_and_after_its_first_forward():
+    # bitsandbytes moves the codes and scales from the weight to the layer's state at the first forward.
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    layer = bnb.nn.Linear8bitLt(64, 32, has_fp16_weights=False, threshold=6.0)
+    layer.load_state_dict(linear.state_dict())
+    layer = layer.to("cpu").eval()
+    before = held_weight(layer).clone()
+    layer(torch.randn(2, 64))
+    assert layer.weight.CB is None and layer.state.CB is not None
+    assert torch.equal(held_weight(layer), before)
+    assert (before - linear.weight).abs().max() < 0.01

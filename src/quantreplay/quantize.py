@@ -154,7 +154,10 @@ def held_weight(module):
     if kind == "Linear8bitLt":
         from quantreplay.controls import int8_weights
 
-        return int8_weights(weight.CB, weight.SCB)
+        # Before the first forward the codes and scales sit on the weight; a forward moves them to the layer's state.
+        codes = weight.CB if getattr(weight, "CB", None) is not None else module.state.CB
+        scales = weight.SCB if getattr(weight, "SCB", None) is not None else module.state.SCB
+        return int8_weights(codes, scales)
     if kind == "Linear4bit":
         import bitsandbytes as bnb
 

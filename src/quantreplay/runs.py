@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if seed_run(args.source, args.target):
         print(f"{args.target}: started from the finished run in {args.source} (only what differs re-runs)")
-    elif finished(args.target) or (Path(args.target) / "results").exists():
+    elif (Path(args.target) / "results").exists():
         print(f"{args.target}: has results of its own; kept")
     else:
         print(f"{args.target}: {args.source} holds no finished run; starting from scratch")
