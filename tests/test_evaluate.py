@@ -19,6 +19,7 @@ from quantreplay.evaluate import (
     score_multiple_choice,
     subsample,
 )
+from quantreplay.extract import truncate_at_stop
 from quantreplay.quantize import QuantConfig, load_base
 from quantreplay.settings import parse
 
@@ -37,6 +38,28 @@ def test_greedy_generation_ignores_batching_and_left_padding(model_and_tokenizer
     alone = generate(model, tok, prompts, max_new_tokens=12, stops=["\nQuestion:"], batch_size=1, device="cpu")
     batched = generate(model, tok, prompts, max_new_tokens=12, stops=["\nQuestion:"], batch_size=6, device="cpu")
     assert alone == batched
+
+
+def test_a_stop_string_ends_a_completion_only_inside_the_completion(model_and_tokenizer):
+    """A prompt that ends in a newline, and a stop string made of that newline and the completion's first
+    character: the completion runs on (transformers' `stop_strings` matched across the prompt's end and ended
+    it after one token). And each row stops on its own: the row whose completion holds a stop ends there, the other
+    runs to its budget."""
+    model, tok = model_and_tokenizer
+    prompts = ["def two():\n", "x\n"]
+
+    def complete(texts, stops, batch_size=1):
+        return [c[0] for c in generate(model, tok, texts, max_new_tokens=12, stops=stops, batch_size=batch_size,
+                                       device="cpu")]  # fmt: skip
+
+    free = complete(prompts, [])
+    assert all(len(text) >= 4 for text in free), free
+    straddling = "\n" + free[0][0]
+    assert straddling not in free[0]
+    assert complete(prompts[:1], [straddling]) == free[:1]
+    first_row_stop = free[0][1:3]
+    assert first_row_stop not in free[1], free
+    assert complete(prompts, [first_row_stop], batch_size=2) == [truncate_at_stop(free[0], [first_row_stop]), free[1]]
 
 
 def test_code_scoring_runs_completions_against_tests(model_and_tokenizer):

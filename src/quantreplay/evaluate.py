@@ -140,6 +140,24 @@ def drop_partial_batch(frame: pl.DataFrame, *, batch_size: int) -> pl.DataFrame:
 # --- model calls --------------------------------------------------------------------------------------------
 
 
+def completion_stops(tokenizer, stops: Sequence[str], prompt_width: int):
+    """A stopping criterion for `model.generate` on left-padded prompts `prompt_width` tokens wide: per row, whether
+    the completion so far (the tokens after the prompt) holds one of `stops`.
+
+    transformers' own `stop_strings` match the end of the whole sequence, prompt included: a completion that begins
+    with the rest of a stop string ended after its first token (MBPP's prompt ends in a newline and its answer
+    begins `def `, which with the stop `\ndef ` made every answer `def x`)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class CompletionStops(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
+            return torch.tensor([any(s in t for s in stops) for t in texts], device=input_ids.device)
+
+    return CompletionStops()
+
+
 def generate(
     model,
     tokenizer,
@@ -161,9 +179,10 @@ def generate(
     same call gives the same samples).
 
     Prompts are left-padded and batched longest first; decoding stops at eos or when every sequence of the
-    batch has produced a stop string.
+    batch has produced a stop string in its completion (`completion_stops`).
     """
     import torch
+    from transformers import StoppingCriteriaList
 
     encoded = [lm.bos_ids(tokenizer) + lm.encode(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -186,8 +205,7 @@ def generate(
                 num_return_sequences=samples,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
-                stop_strings=list(stops),
-                tokenizer=tokenizer,
+                stopping_criteria=StoppingCriteriaList([completion_stops(tokenizer, list(stops), width)]),
                 **sampling,
             )
         texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
