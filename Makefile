@@ -46,7 +46,7 @@ cost: install
 	$(BIN)/python -m quantreplay.cost results/tables/jobs.csv
 
 # The real-model tier (SmolLM2-135M and real data from PyPI packages, offline) in its own folder, runs/smollm2/, so
-# its results and the default tier's never overwrite each other: about 7 hours on 2 cores (README).
+# its results and the default tier's never overwrite each other: about 5 h 40 min on 2 cores as set (README).
 REAL := runs/smollm2
 
 run-real: install run-deps
