@@ -131,6 +131,18 @@ def test_hostile_completions_fail_and_controls_pass(where, monkeypatch):
     _check_nothing_reached_out(where, state, processes)
 
 
+def test_a_completion_that_rewrites_the_prompted_function_replaces_its_stub():
+    """HumanEval's prompt (a signature and its docstring) is the program's prefix. A model taught MBPP's format
+    answers with the whole function instead of its body; the stub (a valid function) is then replaced by it, and
+    that is what the tests call."""
+    prefix = 'def add(a, b):\n    """Return a + b."""\n'
+    tests = "def check(candidate):\n    assert candidate(2, 3) == 5\n\ncheck(add)\n"
+    rewrite, wrong_rewrite = "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b\n"
+    completions = [rewrite, "    return a + b\n", wrong_rewrite, ""]
+    verdicts = judge_programs([Program.of(c, prefix, tests, "add") for c in completions], FAST, boundary())
+    assert [v.passed for v in verdicts] == [True, True, False, False]
+
+
 RUN_AS_NOBODY = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
