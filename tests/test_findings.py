@@ -10,10 +10,12 @@ from quantreplay.findings import (
     FINDINGS_COLUMNS,
     SUPPORTED,
     UNRESOLVED,
+    detail_pairs,
     directional,
     findings_sections,
     findings_table,
     needed_buffer,
+    pair_text,
 )
 from quantreplay.intervals import (
     AnalysisSettings,
@@ -37,6 +39,19 @@ def test_a_directional_claim_is_supported_contradicted_or_not_resolved():
     # An interval that touches or spans 0 decides nothing; identical arms (0, 0, 0) neither.
     assert directional({"a": (0.1, 0.02, 0.2), "b": (0.05, -0.01, 0.1)}) == (UNRESOLVED, "b")
     assert directional({"a": (0.0, 0.0, 0.0)}) == (UNRESOLVED, "a")
+
+
+def test_a_rows_pairs_read_back_from_its_detail():
+    """The ablation reads every pair of a claim from findings.csv's detail: what pair_text wrote, to its 0.1 point,
+    and not the arms' own levels beside them."""
+    level = "fp16 65.5 % [59.8, 70.3] -> 69.8 % [65.3, 74.5]"
+    detail = "; ".join([level, pair_text("int8 - fp16", 0.10512, 0.03, 0.177), pair_text("nf4", -0.039, -0.0825, 0)])
+    assert detail.endswith("int8 - fp16 +10.5 [+3.0, +17.7]; nf4 -3.9 [-8.2, +0.0]")
+    pairs = detail_pairs(detail)
+    assert list(pairs) == ["int8 - fp16", "nf4"]
+    assert pairs["int8 - fp16"] == pytest.approx((0.105, 0.03, 0.177))
+    assert pairs["nf4"] == pytest.approx((-0.039, -0.082, 0.0))
+    assert detail_pairs("") == {} and detail_pairs(None) == {}
 
 
 def test_the_buffer_a_precision_needs_has_a_range():

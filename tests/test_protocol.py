@@ -94,6 +94,84 @@ def test_the_ablation_table_has_a_row_per_variant_and_claim(tmp_path):
     assert "| drop_last | drop_last | +8.0 [+2.0, +14.0] (nf4 - fp16, +3.0 vs clean): supported | x |" in markdown
 
 
+def _claims(path, c2: tuple, c3: tuple) -> str:
+    """A findings.csv whose C2 and C3 are (estimate, ci_low, ci_high, deciding pair, verdict, detail)."""
+    rows = [{"claim": c, "verdict": "x", "seeds": 3, "detail": ""} for c in ("C1", "C2", "C3", "C4", "C5")]
+    for row, (estimate, low, high, pair, verdict, detail) in zip(rows[1:3], (c2, c3), strict=True):
+        row.update(estimate=estimate, ci_low=low, ci_high=high, unit=f"points ({pair})", verdict=verdict,
+                   detail=detail)  # fmt: skip
+    frame = pl.DataFrame([{c: r.get(c) for c in FINDINGS_COLUMNS} for r in rows])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(path)
+    return path
+
+
+def test_the_reading_follows_every_pair_not_only_the_deciding_one(tmp_path):
+    """The deciding pair of C2 is nf4's; a factor that erases int8's lead (its interval from above 0 to across it)
+    is named for it, one that moves a pair far but on the same side is named as moving it, a claim whose
+    difference is 0 with no width is one the variant cannot measure, and one that leaves everything is quiet."""
+    c2 = (0.018, -0.107, 0.132, "nf4 - fp16", "not resolved at this power",
+          "int8 - fp16 +10.5 [+3.0, +17.7]; nf4 - fp16 +1.8 [-10.7, +13.2]")  # fmt: skip
+    c3 = (
+        0.042,
+        0.012,
+        0.068,
+        "fp16",
+        "supported",
+        "fp16 65.5 % [59.8, 70.3] -> 69.8 % [65.3, 74.5]; fp16 +4.2 [+1.2, +6.8]",
+    )
+    findings = {
+        "clean": _claims(tmp_path / "clean.csv", c2, c3),
+        "code_metric": _claims(
+            tmp_path / "code.csv",
+            (
+                -0.039,
+                -0.082,
+                0.009,
+                "nf4 - fp16",
+                c2[4],
+                "int8 - fp16 +1.6 [-1.7, +4.6]; nf4 - fp16 -3.9 [-8.2, +0.9]",
+            ),
+            c3,
+        ),  # fmt: skip
+        "mc_mode": _claims(
+            tmp_path / "mc.csv", c2, (0.0, 0.0, 0.0, "fp16", "not resolved at this power", "fp16 +0.0 [+0.0, +0.0]")
+        ),  # fmt: skip
+        "loss_reduction": _claims(
+            tmp_path / "loss.csv",
+            (
+                0.02,
+                -0.1,
+                0.13,
+                "nf4 - fp16",
+                c2[4],
+                "int8 - fp16 +20.0 [+12.0, +28.0]; nf4 - fp16 +2.0 [-10.0, +13.0]",
+            ),
+            c3,
+        ),  # fmt: skip
+        "drop_last": _claims(tmp_path / "drop.csv", c2, c3),
+    }
+    lines = protocol.ablation_reading(protocol.ablation_table(findings))
+    assert lines[0] == ("code_metric: C2: int8 - fp16 goes from above 0 to across 0 (+10.5 [+3.0, +17.7] -> +1.6 "
+                        "[-1.7, +4.6]). C3: every pair within half the clean interval.")  # fmt: skip
+    assert lines[1].startswith(
+        "mc_mode: C2: every pair within half the clean interval. C3's deciding pair (fp16) is 0"
+    )
+    assert lines[2].startswith(
+        "loss_reduction: C2: int8 - fp16 moves +9.5 points, more than half the clean interval (7.3"
+    )
+    assert lines[2].endswith("and stays above 0. C3: every pair within half the clean interval.")
+    assert (
+        lines[3]
+        == "drop_last: C2: every pair within half the clean interval. C3: every pair within half the clean interval."
+    )
+    assert lines[4] == (
+        "Variants that change a verdict or measure nothing: mc_mode; that move a pair's interval to the other side "
+        "of 0: code_metric; that move a pair by more than half the clean interval: loss_reduction; that do none of "
+        "these: drop_last."
+    )
+
+
 def test_a_variant_without_findings_is_one_line_naming_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"clean/results/tables/findings\.csv: no findings table"):
         protocol.collect(tmp_path, ["clean"])
@@ -134,7 +212,10 @@ def test_the_ablation_on_a_micro_grid(tmp_path, monkeypatch):
     assert table.select("variant", "claim").rows() == [(v, c) for v in ("clean", "decoding") for c in ("C2", "C3")]
     # Both claims measured (an estimate with its interval) in both runs.
     assert table["estimate"].null_count() == 0 and (table["ci_low"] <= table["ci_high"]).all()
-    assert all((runs / f"protocol_ablation.{ext}").is_file() for ext in ("csv", "md", "png", "svg"))
+    assert all((runs / f"protocol_ablation.{ext}").is_file() for ext in ("csv", "md", "html", "png", "svg"))
+    # The report's page: the table, the reading and the figure, in one file.
+    page = (runs / "protocol_ablation.html").read_text()
+    assert "<td>decoding</td>" in page and "<li>decoding: C2" in page and "src='data:image/png;base64," in page
 
 
 def test_the_command_lists_the_variants_and_rejects_an_unknown_one(capsys):

@@ -13,6 +13,7 @@ cost.csv and jobs.csv: what each rule, precision and stage cost (quantreplay.cos
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -94,9 +95,11 @@ def markdown(sections: Sequence[Section], title: str | None = None) -> str:
     return "\n".join(lines[:-1]) + "\n"
 
 
-def html_page(sections: Sequence[Section], title: str, *, heading: bool = True) -> str:
+def html_page(sections: Sequence[Section], title: str, *, heading: bool = True,
+              images: Sequence[str | os.PathLike] = ()) -> str:  # fmt: skip
     """Sections (caption, header, rows, notes) as a standalone HTML page, for the report; `title` also as its
-    heading unless `heading` is False."""
+    heading unless `heading` is False; after the sections each PNG of `images`, embedded, so the page is one file."""
+    import base64
     from html import escape
 
     parts = [f"<h1>{escape(title)}</h1>"] if heading else []
@@ -106,6 +109,10 @@ def html_page(sections: Sequence[Section], title: str, *, heading: bool = True) 
         parts.append(f"<table><caption>{escape(caption)}</caption><tr>{head}</tr>{body}</table>")
         if notes:
             parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+    for image in images:
+        data = base64.b64encode(Path(image).read_bytes()).decode("ascii")
+        parts.append(f"<p><img alt='{escape(Path(image).name)}' style='max-width:100%' "
+                     f"src='data:image/png;base64,{data}'></p>")  # fmt: skip
     style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse;margin:1em 0}"
              "caption{text-align:left;font-weight:bold;padding:4px}td,th{border:1px solid #ccc;padding:3px 6px;"
              "white-space:nowrap}tr:nth-child(even){background:#f4f4f4}")  # fmt: skip

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -113,6 +114,26 @@ def directional(pairs: Mapping[str, tuple[float, float, float]]) -> tuple[str, s
     return UNRESOLVED, min(pairs, key=lambda k: pairs[k][1])
 
 
+def pair_text(label: str, estimate: float, low: float, high: float) -> str:
+    """One paired difference in a C1-C4 row's detail: "int8 - fp16 +10.5 [+3.0, +17.7]" (points)."""
+    return f"{label} {_pts(estimate)} {_interval(low, high)}"
+
+
+# pair_text's format, read back.
+_DETAIL_PAIR = re.compile(r"(?P<label>.+?) (?P<e>[+-]\d+(?:\.\d+)?) \[(?P<lo>[+-]\d+(?:\.\d+)?), "
+                          r"(?P<hi>[+-]\d+(?:\.\d+)?)\]")  # fmt: skip
+
+
+def detail_pairs(detail: str | None) -> dict[str, tuple[float, float, float]]:
+    """The paired differences in a C1-C4 row's `detail` (label -> (estimate, ci_low, ci_high), fractions, to the
+    detail's 0.1 point), skipping its other parts (each arm's own level)."""
+    pairs = {}
+    for part in (detail or "").split("; "):
+        if match := _DETAIL_PAIR.fullmatch(part):
+            pairs[match["label"]] = tuple(float(match[k]) / 100 for k in ("e", "lo", "hi"))
+    return pairs
+
+
 class Run:
     """The grid of one model, and paired differences between its cells, each bootstrapped once."""
 
@@ -169,7 +190,7 @@ class Run:
         values = {label: self.pair(a, b)[metric] for label, (a, b) in pairs.items()}
         verdict, decisive = directional(values)
         estimate, low, high = values[decisive]
-        detail = "; ".join(f"{label} {_pts(e)} {_interval(lo, hi)}" for label, (e, lo, hi) in values.items())
+        detail = "; ".join(pair_text(label, *value) for label, value in values.items())
         return self.row(claim, measured, estimate=estimate, ci_low=low, ci_high=high, unit=f"points ({decisive})",
                         detectable=float(detectable_difference(low, high, self.settings.confidence)),
                         verdict=verdict, rule=rule, detail=(extra + "; " if extra else "") + detail)  # fmt: skip

@@ -16,7 +16,8 @@ reduced grid's cells are cells of the default grid.
 
 `python -m quantreplay.protocol run` runs every variant in turn and then collects; `collect` writes, from each
 variant's findings.csv, `<runs>/protocol_ablation.csv` (one row per variant and claim), `.md` (one row per
-variant) and a figure (`protocol_ablation.png` / `.svg`): each claim's estimate with its interval per variant.
+variant, and the reading: what each factor does to each claim's every pair), a figure (`protocol_ablation.png` /
+`.svg`: each claim's estimate with its interval per variant) and `.html`, the ablation's report page (all three).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from quantreplay.io import atomic_file, read_csv
+from quantreplay.io import atomic_file, read_csv, write_text
 from quantreplay.runs import FINDINGS, seed_run
 
 # Each protocol factor: the config keys (paths of nested keys) it sets to the authors' value. Together they are
@@ -179,19 +180,78 @@ def ablation_table(findings: Mapping[str, str | os.PathLike]) -> pl.DataFrame:
     return pl.DataFrame([{c: r.get(c) for c in ABLATION_COLUMNS} for r in rows], schema=schema)
 
 
+def _pair(row: dict) -> str:
+    return row["unit"].split(" (", 1)[1].rstrip(")") if " (" in (row["unit"] or "") else ""
+
+
 def _cell(row: dict, *, shift: bool) -> str:
     if row["estimate"] is None:
         return row["verdict"]
-    pair = row["unit"].split(" (", 1)[1].rstrip(")") if " (" in (row["unit"] or "") else ""
+    pair = _pair(row)
     text = f"{100 * row['estimate']:+.1f} [{100 * row['ci_low']:+.1f}, {100 * row['ci_high']:+.1f}]"
     moved = "" if not shift or row["shift_from_clean"] is None else f", {100 * row['shift_from_clean']:+.1f} vs clean"
     return f"{text} ({pair}{moved}): {row['verdict']}"
 
 
-def ablation_markdown(table: pl.DataFrame) -> str:
-    """protocol_ablation.md: one row per variant, C2 and C3 side by side, then each claim's every pair."""
-    from quantreplay.aggregate import markdown
+def _side(low: float, high: float) -> str:
+    return "above 0" if low > 0 else "below 0" if high < 0 else "across 0"
 
+
+def ablation_reading(table: pl.DataFrame) -> list[str]:
+    """What each variant does to each claim beside the clean run, pair by pair (`detail_pairs`): a verdict it
+    changes; a pair whose interval it moves to the other side of 0 (above, across, below); a pair it moves by more
+    than half the clean interval's width (the yardstick the clean run's own uncertainty gives: a shift between two
+    runs has no interval of its own); a claim it cannot measure (the deciding difference 0 with an interval of no
+    width); else that every pair stays within that yardstick. Then which variants did which."""
+    from quantreplay.findings import detail_pairs, pair_text
+
+    by = {(r["variant"], r["claim"]): r for r in table.iter_rows(named=True)}
+    names = [v for v in dict.fromkeys(table["variant"]) if v != CLEAN]
+    lines, kinds = [], {"verdict": [], "side": [], "moved": []}
+    for variant in names:
+        parts = []
+        for claim in CLAIMS:
+            row, clean = by[variant, claim], by.get((CLEAN, claim))
+            if row["estimate"] is None or clean is None or clean["estimate"] is None:
+                parts.append(f"{claim} {row['verdict']}, nothing to compare")
+                continue
+            if row["ci_low"] == row["ci_high"] == row["estimate"] == 0:
+                parts.append(f"{claim}'s deciding pair ({_pair(row)}) is 0 with an interval of no width: its "
+                             "arms score alike on every test example and seed, so the claim measures nothing "
+                             "here")  # fmt: skip
+                kinds["verdict"].append(variant)
+                continue
+            said = []
+            if row["verdict"] != clean["verdict"]:
+                said.append(f"the verdict goes from {clean['verdict']} to {row['verdict']}")
+                kinds["verdict"].append(variant)
+            before, after = detail_pairs(clean["detail"]), detail_pairs(row["detail"])
+            for label in [k for k in after if k in before]:
+                (e0, lo0, hi0), (e1, lo1, hi1) = before[label], after[label]
+                half = (hi0 - lo0) / 2
+                if _side(lo0, hi0) != _side(lo1, hi1):
+                    was, now = pair_text("", e0, lo0, hi0).strip(), pair_text("", e1, lo1, hi1).strip()
+                    said.append(f"{label} goes from {_side(lo0, hi0)} to {_side(lo1, hi1)} ({was} -> {now})")
+                    kinds["side"].append(variant)
+                elif abs(e1 - e0) > half:
+                    said.append(f"{label} moves {100 * (e1 - e0):+.1f} points, more than half the clean interval "
+                                f"({100 * half:.1f}), and stays {_side(lo1, hi1)}")  # fmt: skip
+                    kinds["moved"].append(variant)
+            parts.append(f"{claim}: " + ("; ".join(said) if said else "every pair within half the clean interval"))
+        lines.append(f"{variant}: " + ". ".join(parts) + ".")
+    quiet = [v for v in names if not any(v in k for k in kinds.values())]
+    summary = [("change a verdict or measure nothing", kinds["verdict"]),
+               ("move a pair's interval to the other side of 0", kinds["side"]),
+               ("move a pair by more than half the clean interval", kinds["moved"]),
+               ("do none of these", quiet)]  # fmt: skip
+    lines.append("Variants that " + "; that ".join(f"{what}: {', '.join(dict.fromkeys(v)) or 'none'}"
+                                                   for what, v in summary) + ".")  # fmt: skip
+    return lines
+
+
+def ablation_sections(table: pl.DataFrame) -> list:
+    """protocol_ablation.md and .html as sections (quantreplay.aggregate.markdown): one row per variant, C2 and C3
+    side by side, with the reading; then each claim's every pair per variant."""
     by = {(r["variant"], r["claim"]): r for r in table.iter_rows(named=True)}
     names = list(dict.fromkeys(table["variant"]))
     seeds = max(table["seeds"].drop_nulls(), default=1)
@@ -203,13 +263,26 @@ def ablation_markdown(table: pl.DataFrame) -> str:
     header = ["variant", "switched to the authors' value", *(f"{c}: estimate [interval] (pair), verdict"
                                                              for c in CLAIMS)]  # fmt: skip
     rows = [[v, switched(v), *(_cell(by[v, c], shift=v != CLEAN) for c in CLAIMS)] for v in names]
-    notes = [f"{v}, {c}: {by[v, c]['detail']}" for v in names for c in CLAIMS if by[v, c]["detail"]]
-    return markdown([(caption, header, rows, notes)], title="The authors' protocol, factor by factor: C2 and C3")
+    pairs = [[v, c, by[v, c]["detail"]] for v in names for c in CLAIMS if by[v, c]["detail"]]
+    every = ("Every pair of each claim, per variant (percent, or points for a difference, [95 % interval]).",
+             ["variant", "claim", "every pair"], pairs, [])  # fmt: skip
+    return [(caption, header, rows, ablation_reading(table)), every]
+
+
+TITLE = "The authors' protocol, factor by factor: C2 and C3"
+
+
+def ablation_markdown(table: pl.DataFrame) -> str:
+    """protocol_ablation.md (ablation_sections)."""
+    from quantreplay.aggregate import markdown
+
+    return markdown(ablation_sections(table), title=TITLE)
 
 
 def collect(runs: str | os.PathLike, names: Sequence[str]) -> pl.DataFrame:
-    """Write `<runs>/protocol_ablation.{csv,md,png,svg}` from the variants `names` (each `<runs>/<name>/` a finished
-    run) and return the table. A variant without findings.csv is a one-line error naming the file."""
+    """Write `<runs>/protocol_ablation.{csv,md,html,png,svg}` from the variants `names` (each `<runs>/<name>/` a
+    finished run) and return the table; the .html page is the ablation's report: the table, the reading, the
+    figure. A variant without findings.csv is a one-line error naming the file."""
     findings = {}
     for name in names:
         path = Path(runs) / name / FINDINGS
@@ -222,9 +295,12 @@ def collect(runs: str | os.PathLike, names: Sequence[str]) -> pl.DataFrame:
         table.write_csv(tmp)
     with atomic_file(out.with_suffix(".md")) as tmp:
         tmp.write_text(ablation_markdown(table))
+    from quantreplay.aggregate import html_page
     from quantreplay.plots import protocol_ablation
 
     protocol_ablation(table, CLAIMS, CLEAN, first=(CLEAN, AUTHORS), stem=str(out))
+
+    write_text(out.with_suffix(".html"), html_page(ablation_sections(table), TITLE, images=[out.with_suffix(".png")]))
     return table
 
 
