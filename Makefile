@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 RUN_PACKAGES ?= bubblewrap
 SYSTEM_PACKAGES ?= $(RUN_PACKAGES) chromium munge slurm-client slurmctld slurmd
 
-.PHONY: install run run-real run-mechanism run-protocol protocol-dry-run cost test lint system-deps run-deps packages
+.PHONY: install run run-real run-mechanism run-protocol protocol-dry-run unlock cost test lint system-deps run-deps packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,15 @@ run-protocol: install run-deps
 # What each variant would run now (before the clean run: everything; after it: only what its factor changes).
 protocol-dry-run: install
 	$(BIN)/python -m quantreplay.protocol dry-run $(PROTOCOL_ARGS)
+
+# After a run was killed (SIGKILL, a power cut, a machine taken back) Snakemake's lock stays and the next run in that
+# folder stops with "Directory cannot be locked": this removes the lock of every run folder here that holds one.
+# Only when no Snakemake runs in them (a running one holds the same lock).
+unlock: install
+	[ ! -d .snakemake/locks ] || $(BIN)/snakemake --unlock
+	[ ! -d $(REAL)/.snakemake/locks ] || $(BIN)/snakemake --configfile config/smollm2.yaml --directory $(REAL) --unlock
+	[ ! -d $(MECHANISM)/.snakemake/locks ] || $(BIN)/snakemake $(MECHANISM_CONFIG) --unlock
+	$(BIN)/python -m quantreplay.protocol unlock $(PROTOCOL_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

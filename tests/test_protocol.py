@@ -2,6 +2,11 @@
 config/paper_protocol.yaml, each variant's folder starts from the clean run so only what a factor changes re-runs,
 and the ablation table has one row per variant and claim (on a micro grid, end to end)."""
 
+import os
+import signal
+import subprocess
+import time
+
 import polars as pl
 import pytest
 import yaml
@@ -216,6 +221,37 @@ def test_the_ablation_on_a_micro_grid(tmp_path, monkeypatch):
     # The report's page: the table, the reading and the figure, in one file.
     page = (runs / "protocol_ablation.html").read_text()
     assert "<td>decoding</td>" in page and "<li>decoding: C2" in page and "src='data:image/png;base64," in page
+
+
+@pytest.mark.slow
+def test_a_killed_runs_lock_is_named_and_unlock_removes_it(tmp_path, monkeypatch):
+    """A variant's Snakemake killed mid-run (its whole process group, as a machine taken back) leaves its lock: the
+    next run stops with a line that names the lock and the command that removes it, and after `unlock` the
+    variant runs again."""
+    monkeypatch.chdir(ROOT)
+    tier = tmp_path / "micro.yaml"
+    tier.write_text(yaml.safe_dump(micro_config()))
+    runs = tmp_path / "runs"
+    variant_dir = runs / "clean"
+    variant_dir.mkdir(parents=True)
+    command = protocol.snakemake_command(variant_dir, protocol.configfiles(variant_dir, {}, str(tier), None), cores=1,
+                                         snakefile=str(ROOT / "Snakefile"))  # fmt: skip
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not protocol.locked(variant_dir) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert protocol.locked(variant_dir)
+    common = ["--runs", str(runs), "--tier", str(tier), "--grid", "", "--clean-from", "", "--variants", "clean"]
+    with pytest.raises(SystemExit, match=r"clean: snakemake failed \(exit 1\); its folder holds a Snakemake lock.*"
+                                         r"quantreplay\.protocol unlock"):  # fmt: skip
+        protocol.main(["run", *common])
+    protocol.main(["unlock", *common])
+    assert not protocol.locked(variant_dir)
+    again = protocol.run_variant(runs, "clean", {}, tier=str(tier), grid=None, cores=1, extra=["--dry-run"],
+                                 capture=True)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
 
 
 def test_the_command_lists_the_variants_and_rejects_an_unknown_one(capsys):

@@ -150,6 +150,29 @@ def run_variant(runs: str | os.PathLike, variant: str, overlay: Mapping, *, tier
     return subprocess.run(command, capture_output=capture, text=True, check=False)
 
 
+# Snakemake removes its lock when it stops, but not when it is killed (SIGKILL, a power cut, a machine taken back):
+# the next run in that folder then stops with "Directory cannot be locked".
+STALE_LOCK_HINT = ("; its folder holds a Snakemake lock: if no Snakemake runs there now, a killed run left it, and "
+                   "`python -m quantreplay.protocol unlock` (or `make unlock`) removes it")  # fmt: skip
+
+
+def locked(run_dir: str | os.PathLike) -> bool:
+    """Whether a Snakemake lock is held in the run folder `run_dir` (by a running Snakemake or a killed one)."""
+    locks = Path(run_dir) / ".snakemake" / "locks"
+    return locks.is_dir() and any(locks.iterdir())
+
+
+def unlock_variant(runs: str | os.PathLike, variant: str, overlay: Mapping, *, tier: str, grid: str | None,
+                   snakefile: str = "Snakefile") -> subprocess.CompletedProcess | None:  # fmt: skip
+    """`snakemake --unlock` in a variant's folder that holds a lock (None where it has none: nothing to do)."""
+    variant_dir = Path(runs) / variant
+    if not locked(variant_dir):
+        return None
+    command = snakemake_command(variant_dir, configfiles(variant_dir, overlay, tier, grid), cores=1,
+                                snakefile=snakefile, extra=["--unlock"])  # fmt: skip
+    return subprocess.run(command, check=False)
+
+
 def ablation_table(findings: Mapping[str, str | os.PathLike]) -> pl.DataFrame:
     """protocol_ablation.csv: for each variant (name -> its findings.csv, clean first), the rows of CLAIMS, with
     what the variant switched and `shift_from_clean`, its estimate minus the clean run's (null where the deciding
@@ -308,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import yaml
 
     parser = argparse.ArgumentParser(prog="python -m quantreplay.protocol", description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=["run", "dry-run", "collect", "list"])
+    parser.add_argument("action", choices=["run", "dry-run", "collect", "list", "unlock"])
     parser.add_argument("--runs", default="runs/protocol", help="folder of the variants' run folders")
     parser.add_argument("--tier", default="config/config.yaml", help="the tier's config file")
     parser.add_argument("--grid", default="config/protocol_grid.yaml", help="the reduced grid's overlay ('' for none)")
@@ -327,6 +350,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.action == "list":
         print("\n".join(names))
         return
+    if args.action == "unlock":
+        for name in names:
+            proc = unlock_variant(args.runs, name, every[name], tier=args.tier, grid=args.grid or None)
+            if proc is not None and proc.returncode != 0:
+                sys.exit(f"protocol variant {name}: snakemake --unlock failed (exit {proc.returncode})")
+        return
     if args.action in ("run", "dry-run"):
         extra = ["--dry-run", "--quiet", "rules"] if args.action == "dry-run" else []
         for name in names:
@@ -334,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             proc = run_variant(args.runs, name, every[name], tier=args.tier, grid=args.grid or None,
                                cores=args.cores, clean_from=args.clean_from or None, extra=extra)  # fmt: skip
             if proc.returncode != 0:
-                sys.exit(f"protocol variant {name}: snakemake failed (exit {proc.returncode})")
+                sys.exit(f"protocol variant {name}: snakemake failed (exit {proc.returncode})"
+                         + (STALE_LOCK_HINT if locked(Path(args.runs) / name) else ""))  # fmt: skip
         if args.action == "dry-run":
             return
     table = collect(args.runs, names)
