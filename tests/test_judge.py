@@ -26,17 +26,38 @@ FAST = Limits(wall_seconds=3, cpu_seconds=1, memory_bytes=512 << 20, output_byte
 SHARED_PLACES = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
 
 
-def _processes() -> dict[int, tuple[int, str]]:
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """Every process: pid -> (uid, parent pid, command line)."""
     found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 uid = os.stat(f"/proc/{entry}").st_uid
+                status = Path(f"/proc/{entry}/status").read_text()
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            found[int(entry)] = (uid, cmdline)
+            ppid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), 0)
+            found[int(entry)] = (uid, ppid, cmdline)
     return found
+
+
+def _not_foreign(pid: int, after: dict, before: dict) -> bool:
+    """Whether a process that appeared during the test is this test's: it descends from this process, or its first
+    ancestor that ran before the test is one of this process's own ancestors (init or a subreaper: where a daemon
+    that escaped a sandbox ends up). Not so for another program's (a pipeline run beside the tests, scoring code in
+    its own sandboxes), whose first such ancestor is its own long-running parent."""
+    mine, node = set(), os.getpid()
+    while node > 0 and node in before and node not in mine:
+        mine.add(node)
+        node = before[node][1]
+    seen = set()
+    while pid in after and pid not in seen:
+        seen.add(pid)
+        if pid in before:
+            return pid in mine
+        pid = after[pid][1]
+    return True  # the chain broke (a parent exited meanwhile): counted, and looked at again
 
 
 def _shared_state(token: str) -> dict:
@@ -112,8 +133,10 @@ def _check_nothing_reached_out(where: dict, before: dict, processes_before: dict
         after = _processes()
         left = {
             pid: cmd
-            for pid, (uid, cmd) in after.items()
-            if pid not in processes_before and (uid == NOBODY or "bwrap" in cmd or fields["sleep_seconds"] in cmd)
+            for pid, (uid, _, cmd) in after.items()
+            if pid not in processes_before
+            and (uid == NOBODY or "bwrap" in cmd or fields["sleep_seconds"] in cmd)
+            and _not_foreign(pid, after, processes_before)
         }
         if not left and _shared_state(fields["token"]) == before:
             break
