@@ -252,33 +252,55 @@ def mechanism(table: pl.DataFrame, *, stem: str) -> None:
 
 def protocol_ablation(table: pl.DataFrame, claims: Sequence[str], reference: str, *, first: Sequence[str],
                       stem: str) -> None:  # fmt: skip
-    """The protocol ablation (quantreplay.protocol): one panel per claim, each variant's deciding estimate with its
-    interval in points, the variants in `first` drawn black, 0 and the `reference` variant's estimate marked; a
-    variant without an estimate shows its verdict instead."""
+    """The protocol ablation (quantreplay.protocol): one panel per claim, for each variant every pair of the claim
+    (read from its `detail`; the deciding pair alone where the detail holds none) with its interval in points, one
+    colour per pair, the deciding pair ringed in black; 0 and the `reference` variant's estimate of each pair
+    marked; the variants in `first` in bold; a variant without an estimate shows its verdict instead."""
+    from quantreplay.findings import detail_pairs
+
     names = list(dict.fromkeys(table["variant"]))
-    fig, axes = plt.subplots(1, len(claims), figsize=(6 * len(claims), 0.45 * len(names) + 1.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(claims), figsize=(6.5 * len(claims), 0.55 * len(names) + 2.0), squeeze=False,
+                             sharey=True, layout="constrained")  # fmt: skip
+    colours = sns.color_palette("colorblind")
     for ax, claim in zip(axes[0], claims, strict=True):
         part = {r["variant"]: r for r in table.filter(pl.col("claim") == claim).iter_rows(named=True)}
-        for y, name in enumerate(names):
+        pairs = {}
+        for name in names:
             row = part[name]
-            if row["estimate"] is None:
-                ax.text(0, y, row["verdict"], va="center", ha="center", fontsize=7, color="gray")
+            deciding = row["unit"].split(" (", 1)[1].rstrip(")") if " (" in (row["unit"] or "") else claim
+            found = detail_pairs(row["detail"])
+            if row["estimate"] is not None and not found:
+                found = {deciding: (row["estimate"], row["ci_low"], row["ci_high"])}
+            pairs[name] = (found, deciding)
+        labels = list(dict.fromkeys(label for found, _ in pairs.values() for label in found))
+        step = 0.7 / max(len(labels), 1)
+        for y, name in enumerate(names):
+            found, deciding = pairs[name]
+            if not found:
+                ax.text(0, y, part[name]["verdict"], va="center", ha="center", fontsize=7, color="gray")
                 continue
-            value = 100 * row["estimate"]
-            err = [[value - 100 * row["ci_low"]], [100 * row["ci_high"] - value]]
-            ax.errorbar(value, y, xerr=err, fmt="o", color="black" if name in first else "tab:blue", capsize=3)
+            for k, label in enumerate(labels):
+                if label not in found:
+                    continue
+                value, low, high = (100 * v for v in found[label])
+                at = y + (k - (len(labels) - 1) / 2) * step
+                ax.errorbar(value, at, xerr=[[value - low], [high - value]], fmt="o", color=colours[k], capsize=2,
+                            markeredgecolor="black" if label == deciding else colours[k],
+                            label=label if y == 0 else None)  # fmt: skip
         ax.axvline(0, color="black", lw=0.8)
-        if reference in part and part[reference]["estimate"] is not None:
-            ax.axvline(100 * part[reference]["estimate"], color="gray", lw=0.8, ls="--")
+        for k, label in enumerate(labels):
+            if reference in pairs and label in pairs[reference][0]:
+                ax.axvline(100 * pairs[reference][0][label][0], color=colours[k], lw=0.8, ls="--")
         ax.set_yticks(range(len(names)), names)
-        ax.invert_yaxis()
-        ax.set_xlabel(f"deciding pair's difference (points, interval); dashed: {reference}")
-        unit = next((r["unit"] for r in part.values() if r["unit"]), "")
-        ax.set_title(f"{claim}: {unit}" if unit else claim, fontsize=9)
-    # Above the panels' own titles.
-    fig.suptitle(
-        "Protocol ablation: the authors' protocol, and each factor alone switched to the authors' value", y=1.04
-    )
+        for tick in ax.get_yticklabels():
+            tick.set_fontweight("bold" if tick.get_text() in first else "normal")
+        ax.set_xlabel(f"difference in points [interval]; dashed: {reference}; ringed: the deciding pair")
+        ax.set_title(claim, fontsize=10)
+        if labels:
+            ax.legend(fontsize=7, loc="best")
+    # The panels share their y axis: inverted once, the first variant on top.
+    axes[0][0].invert_yaxis()
+    fig.suptitle("Protocol ablation: the authors' protocol, and each factor alone switched to the authors' value")
     _save(fig, stem)
 
 
