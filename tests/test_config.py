@@ -91,7 +91,11 @@ BAD_CONFIGS = [
         "models.toy.toy.hidden_size: 192 is not divisible by",
     ),
     ("sequence longer than positions", _set("models.toy.toy.seq_len", 1024), "models.toy.toy.seq_len: 1024 exceeds"),
-    ("learning rate as text", _set("models.toy.toy.lr", "3e-3"), "models.toy.toy.lr: '3e-3' is not of type"),
+    (
+        "learning rate as text",
+        _set("models.toy.toy.lr", "3e-3 per step"),
+        "models.toy.toy.lr: '3e-3 per step' is not of type",
+    ),
     ("no models", _set("models", {}), "models: {} should be non-empty"),
     (
         "reference outside the grid",
@@ -230,6 +234,34 @@ def test_default_config_is_valid_and_gains_defaults(default_config, schema):
         "math": {"epochs": 3},
         "code": {"epochs": 3, "lr": 1.0e-3},
     }
+
+
+def test_command_line_lists_and_mappings_get_the_types_the_schema_asks_for(default_config, schema):
+    """Snakemake reads a --config list or mapping with YAML's BaseLoader, every scalar a string: those become the
+    numbers, booleans and nulls their keys ask for, exactly as from a config file; text that spells none stays text
+    and is refused as before, and a key that takes text keeps it."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    given = parse_config(["seeds=[0,1,2]", "buffers=[0, 0.001, 1e-2]",
+                          "training={lr: 1.0e-3, max_steps: null, gradient_checkpointing: true}",
+                          "precisions=[fp16, int8]"])  # fmt: skip
+    assert given["seeds"] == ["0", "1", "2"]  # what Snakemake hands over
+    config = copy.deepcopy(default_config)
+    update_config(config, given)
+    check_config(config, schema)
+    assert config["seeds"] == [0, 1, 2] and config["buffers"] == [0, 0.001, 0.01]
+    assert config["training"]["lr"] == 1e-3 and config["training"]["max_steps"] is None
+    assert config["training"]["gradient_checkpointing"] is True and config["precisions"] == ["fp16", "int8"]
+    # PyYAML reads 3e-3 (no dot: YAML 1.1) in a config file as text; it is the number it spells.
+    config = copy.deepcopy(default_config)
+    config["models"]["toy"]["toy"]["lr"] = "3e-3"
+    check_config(config, schema)
+    assert config["models"]["toy"]["toy"]["lr"] == 0.003
+    config = copy.deepcopy(default_config)
+    update_config(config, parse_config(["seeds=[0,one]"]))
+    with pytest.raises(ConfigError, match=r"^seeds\[1\]: 'one' is not of type 'integer'$"):
+        check_config(config, schema)
 
 
 @pytest.mark.parametrize(("what", "mutate", "message"), BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])

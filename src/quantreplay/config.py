@@ -27,19 +27,50 @@ from quantreplay.quantize import PRECISIONS
 from quantreplay.settings import SettingError, parse
 
 
+def _typed(value, schema):
+    """`value` as the scalar type `schema` declares, where it is text that spells one, else `value` itself.
+    Snakemake reads a `--config` value that is a list or a mapping with YAML's BaseLoader, every scalar in it a
+    string (`--config seeds=[0,1]` gives ['0', '1']); a string the schema allows stays a string."""
+    types = schema.get("type") if isinstance(schema, dict) else None
+    types = [types] if isinstance(types, str) else list(types or [])
+    if not isinstance(value, str) or not types or "string" in types:
+        return value
+    text = value.strip()
+    for kind, convert in (("integer", int), ("number", int), ("number", float)):
+        if kind in types:
+            try:
+                return convert(text)
+            except ValueError:
+                pass
+    if "boolean" in types and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if "null" in types and text in ("null", "Null", "NULL", "~"):
+        return None
+    return value
+
+
 def _with_defaults(validator_class):
     # jsonschema validates but does not fill defaults; fill them as each object is entered, so nested
-    # defaults ({} objects whose keys have defaults) are filled too.
+    # defaults ({} objects whose keys have defaults) are filled too. Text that spells the number or boolean a
+    # key or list item asks for becomes that value first (`_typed`: Snakemake's --config lists and mappings).
     validate_properties = validator_class.VALIDATORS["properties"]
+    validate_items = validator_class.VALIDATORS["items"]
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for key, sub in properties.items():
                 if "default" in sub:
                     instance.setdefault(key, copy.deepcopy(sub["default"]))
+                if key in instance:
+                    instance[key] = _typed(instance[key], sub)
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    def typed_items(validator, items, instance, schema):
+        if isinstance(instance, list):
+            instance[:] = [_typed(item, items) for item in instance]
+        yield from validate_items(validator, items, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults, "items": typed_items})
 
 
 def _key(path) -> str:
