@@ -319,9 +319,11 @@ def collect(runs: str | os.PathLike, names: Sequence[str]) -> pl.DataFrame:
     with atomic_file(out.with_suffix(".md")) as tmp:
         tmp.write_text(ablation_markdown(table))
     from quantreplay.aggregate import html_page
+    from quantreplay.findings import detail_pairs
     from quantreplay.plots import protocol_ablation
 
-    protocol_ablation(table, CLAIMS, CLEAN, first=(CLEAN, AUTHORS), stem=str(out))
+    pairs_of = {(r["variant"], r["claim"]): detail_pairs(r["detail"]) for r in table.iter_rows(named=True)}
+    protocol_ablation(table, pairs_of, CLAIMS, CLEAN, first=(CLEAN, AUTHORS), stem=str(out))
 
     write_text(out.with_suffix(".html"), html_page(ablation_sections(table), TITLE, images=[out.with_suffix(".png")]))
     return table
