@@ -250,13 +250,13 @@ def mechanism(table: pl.DataFrame, *, stem: str) -> None:
     _save(fig, stem)
 
 
-def protocol_ablation(table: pl.DataFrame, pairs_of: Mapping[tuple[str, str], Mapping[str, tuple]],
+def protocol_ablation(table: pl.DataFrame, pairs_of: Mapping[tuple[str, str], tuple[Mapping[str, tuple], str]],
                       claims: Sequence[str], reference: str, *, first: Sequence[str], stem: str) -> None:  # fmt: skip
     """The protocol ablation (quantreplay.protocol): one panel per claim, for each variant every pair of the claim
-    (`pairs_of[variant, claim]`: label -> (estimate, ci_low, ci_high); the deciding pair alone where it holds none)
-    with its interval in points, one colour per pair, the deciding pair ringed in black; 0 and the `reference`
-    variant's estimate of each pair marked; the variants in `first` in bold; a variant without an estimate shows
-    its verdict instead."""
+    (`pairs_of[variant, claim]`: (label -> (estimate, ci_low, ci_high), the deciding pair's label); the deciding
+    pair alone where it holds none) with its interval in points, one colour per pair, the deciding pair ringed in
+    black; 0 and the `reference` variant's estimate of each pair marked; the variants in `first` in bold; a variant
+    without an estimate shows its verdict instead."""
     names = list(dict.fromkeys(table["variant"]))
     fig, axes = plt.subplots(1, len(claims), figsize=(6.5 * len(claims), 0.55 * len(names) + 2.0), squeeze=False,
                              sharey=True, layout="constrained")  # fmt: skip
@@ -266,8 +266,8 @@ def protocol_ablation(table: pl.DataFrame, pairs_of: Mapping[tuple[str, str], Ma
         pairs = {}
         for name in names:
             row = part[name]
-            deciding = row["unit"].split(" (", 1)[1].rstrip(")") if " (" in (row["unit"] or "") else claim
-            found = dict(pairs_of.get((name, claim), {}))
+            found, deciding = pairs_of.get((name, claim), ({}, claim))
+            found = dict(found)
             if row["estimate"] is not None and not found:
                 found = {deciding: (row["estimate"], row["ci_low"], row["ci_high"])}
             pairs[name] = (found, deciding)

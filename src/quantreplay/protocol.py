@@ -17,7 +17,7 @@ reduced grid's cells are cells of the default grid.
 `python -m quantreplay.protocol run` runs every variant in turn and then collects; `collect` writes, from each
 variant's findings.csv, `<runs>/protocol_ablation.csv` (one row per variant and claim), `.md` (one row per
 variant, and the reading: what each factor does to each claim's every pair), a figure (`protocol_ablation.png` /
-`.svg`: each claim's estimate with its interval per variant) and `.html`, the ablation's report page (all three).
+`.svg`: each claim's every pair with its interval per variant) and `.html`, the ablation's report page (all three).
 """
 
 from __future__ import annotations
@@ -322,7 +322,8 @@ def collect(runs: str | os.PathLike, names: Sequence[str]) -> pl.DataFrame:
     from quantreplay.findings import detail_pairs
     from quantreplay.plots import protocol_ablation
 
-    pairs_of = {(r["variant"], r["claim"]): detail_pairs(r["detail"]) for r in table.iter_rows(named=True)}
+    pairs_of = {(r["variant"], r["claim"]): (detail_pairs(r["detail"]), _pair(r) or r["claim"])
+                for r in table.iter_rows(named=True)}  # fmt: skip
     protocol_ablation(table, pairs_of, CLAIMS, CLEAN, first=(CLEAN, AUTHORS), stem=str(out))
 
     write_text(out.with_suffix(".html"), html_page(ablation_sections(table), TITLE, images=[out.with_suffix(".png")]))
