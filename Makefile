@@ -52,10 +52,11 @@ cost: install
 # The real-model tier (SmolLM2-135M and real data from PyPI packages, offline) in its own folder, runs/smollm2/, so
 # its results and the default tier's never overwrite each other: about 5 h 40 min on 2 cores as set (README).
 REAL := runs/smollm2
+REAL_CONFIG := --configfile config/smollm2.yaml --directory $(REAL)
 
 run-real: install run-deps
-	$(BIN)/snakemake --cores $(CORES) --configfile config/smollm2.yaml --directory $(REAL) $(SEED_ARGS)
-	$(BIN)/snakemake --configfile config/smollm2.yaml --directory $(REAL) $(SEED_ARGS) --report results/report.html
+	$(BIN)/snakemake --cores $(CORES) $(REAL_CONFIG) $(SEED_ARGS)
+	$(BIN)/snakemake $(REAL_CONFIG) $(SEED_ARGS) --report results/report.html
 	@cat $(REAL)/results/tables/findings.md
 	@echo
 	@cat $(REAL)/results/tables/paper_table.md
@@ -95,7 +96,7 @@ protocol-dry-run: install
 # Only when no Snakemake runs in them (a running one holds the same lock).
 unlock: install
 	[ ! -d .snakemake/locks ] || $(BIN)/snakemake --unlock
-	[ ! -d $(REAL)/.snakemake/locks ] || $(BIN)/snakemake --configfile config/smollm2.yaml --directory $(REAL) --unlock
+	[ ! -d $(REAL)/.snakemake/locks ] || $(BIN)/snakemake $(REAL_CONFIG) --unlock
 	[ ! -d $(MECHANISM)/.snakemake/locks ] || $(BIN)/snakemake $(MECHANISM_CONFIG) --unlock
 	$(BIN)/python -m quantreplay.protocol unlock $(PROTOCOL_ARGS)
 
