@@ -80,6 +80,8 @@ def test_tables(tmp_path):
     assert row["retention_nlu_after_math"] == pytest.approx(0.5)
     assert row["relative_retention_nlu_after_math"] == pytest.approx(0.5 / 0.8)
     assert row["bwt"] == pytest.approx(-0.3) and row["forgetting_nlu"] == pytest.approx(0.3)
+    # NLU from the base's 50 % to 80 %, math from 0 % to 30 %.
+    assert row["gain_nlu"] == pytest.approx(0.3) and row["gain_math"] == pytest.approx(0.3)
     cost = pl.read_csv(out["cost"]).row(0, named=True)
     assert cost == {"rule": "evaluate", "precision": "nf4", "stage": "nlu", "jobs": 1, "wall_seconds": 2.5,
                     "cpu_seconds": 2.0, "max_rss_mb": 300.0}  # fmt: skip
@@ -108,8 +110,11 @@ def test_tables(tmp_path):
     assert table[2] == "| model | precision | buffer | forward nlu | forward math | retention nlu after math | seeds |"
     assert table[4].startswith("| toy | fp16 | 0 | 80.0 [") and table[4].endswith("| 1 |")
     assert "| toy | nf4 | 0 | -5.0 [" in "\n".join(table) and "Difference from fp16" in "\n".join(table)
+    learning = table.index("| model | precision | buffer | gain nlu | gain math | forgetting nlu | seeds |")
+    assert table[learning - 2].startswith("Learning and forgetting in percentage points")
+    assert table[learning + 2].startswith("| toy | fp16 | 0 | +30.0 [") and "| +30.0 [" in table[learning + 2]
     html = (tmp_path / "tables" / "table.html").read_text()
-    assert html.count("<table>") == 2 and "80.0 [" in html
+    assert html.count("<table>") == 3 and "80.0 [" in html
 
     # Every comparison says what it could detect; one seed cannot say how many seeds would detect 3 points.
     assert comparison["detectable"].is_not_null().all() and comparison["seeds_for_3_points"].is_null().all()

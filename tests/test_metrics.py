@@ -18,6 +18,8 @@ R = [
 def test_forward_retention_bwt_forgetting_average():
     m = cl_metrics(R)
     assert m["forward"] == {1: 0.80, 2: 0.60, 3: 0.70}
+    # Each stage's forward accuracy minus the untrained base's on the same family.
+    assert m["gain"] == {1: pytest.approx(0.50), 2: pytest.approx(0.60), 3: pytest.approx(0.70)}
     assert m["retention"] == {"2/1": 0.50, "3/1": 0.40, "3/2": 0.30}
     assert m["retention_relative"]["3/1"] == pytest.approx(0.5)
     assert m["retention_relative"]["3/2"] == pytest.approx(0.5)

@@ -53,11 +53,15 @@ def _table_columns(stages: Sequence[str]) -> list[str]:
     return forward + [f"retention_{stages[j]}_after_{stages[k]}" for k in range(1, len(stages)) for j in range(k)]
 
 
-def _formatted(frame: pl.DataFrame, stages: Sequence[str], *, signed: bool) -> tuple[list[str], list[list[str]]]:
-    """Header and rows, one per (model, precision, buffer) of frame's seed-'all' rows: each metric in percent
-    with its interval, then the number of seeds."""
+def _learning_columns(stages: Sequence[str]) -> list[str]:
+    """Each stage's gain over the untrained base on its own family, then each earlier family's forgetting."""
+    return [f"gain_{f}" for f in stages] + [f"forgetting_{f}" for f in stages[:-1]]
+
+
+def _formatted(frame: pl.DataFrame, columns: Sequence[str], *, signed: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and rows, one per (model, precision, buffer) of frame's seed-'all' rows: each metric of `columns`
+    in percent with its interval, then the number of seeds."""
     keys = ["model", "precision", "buffer"]
-    columns = _table_columns(stages)
     value = "difference" if "difference" in frame.columns else "estimate"
     pooled = frame.filter(pl.col("seed") == "all", pl.col("metric").is_in(columns)).with_columns(
         pl.col("buffer").cast(pl.Float64, strict=False).alias("_order")
@@ -78,10 +82,13 @@ def _formatted(frame: pl.DataFrame, stages: Sequence[str], *, signed: bool) -> t
 def _captions(intervals: pl.DataFrame, comparison: pl.DataFrame) -> tuple[str, str]:
     confidence = f"{100 * intervals['confidence'][0]:g} %"
     accuracy = f"Accuracy in percent [{confidence} bootstrap interval], mean over seeds."
+    learning = (f"Learning and forgetting in percentage points [{confidence} bootstrap interval], mean over seeds: "
+                "gain = a stage's forward accuracy minus the untrained base's on the same family; forgetting = "
+                "the family's best score before the last stage minus its score after it.")  # fmt: skip
     reference = comparison["reference"][0] if comparison.height else ""
     difference = (f"Difference from {reference} in percentage points, paired by test example and seed "
                   f"[{confidence} bootstrap interval].")  # fmt: skip
-    return accuracy, difference
+    return accuracy, learning, difference
 
 
 def markdown(sections: Sequence[Section], title: str | None = None) -> str:
@@ -121,16 +128,18 @@ def html_page(sections: Sequence[Section], title: str, *, heading: bool = True,
 
 
 def _paper_sections(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> list[Section]:
-    accuracy, difference = _captions(intervals, comparison)
-    sections = [(accuracy, *_formatted(intervals, stages, signed=False), [])]
+    accuracy, learning, difference = _captions(intervals, comparison)
+    sections = [(accuracy, *_formatted(intervals, _table_columns(stages), signed=False), []),
+                (learning, *_formatted(intervals, _learning_columns(stages), signed=True), [])]  # fmt: skip
     if comparison.height:
-        sections.append((difference, *_formatted(comparison, stages, signed=True), []))
+        sections.append((difference, *_formatted(comparison, _table_columns(stages), signed=True), []))
     return sections
 
 
 def paper_table(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> str:
     """Markdown: per precision and buffer, forward accuracy after each stage and retention of earlier families
-    in percent (means over seeds) with bootstrap intervals; then each precision minus the reference."""
+    in percent (means over seeds) with bootstrap intervals; each stage's gain over the base and each earlier
+    family's forgetting; then each precision minus the reference."""
     return markdown(_paper_sections(intervals, comparison, stages))
 
 

@@ -3,7 +3,7 @@
 R[k][j] is the score on family (or task) j after stage k; k = 0 is the untrained base, stages are 1..T, and
 family j is the one stage j trains. A family's score is the mean over its tasks. Definitions (README):
 
-- forward accuracy of stage k: R[k][k]
+- forward accuracy of stage k: R[k][k]; its gain over the base: R[k][k] - R[0][k] (a real model starts above chance)
 - retention of j after stage k > j: R[k][j] (absolute, as in the paper) and R[k][j] / R[j][j] (relative)
 - BWT = mean over j < T of (R[T][j] - R[j][j])
 - forgetting_j = max over k < T of R[k][j] - R[T][j]   (j < T)
@@ -38,7 +38,7 @@ def family_matrix(scores: Sequence[Mapping[str, float]], families: Mapping[str, 
 
 
 def cl_metrics(matrix) -> dict:
-    """Forward accuracy, retention, BWT, forgetting and average accuracy of an R matrix.
+    """Forward accuracy and its gain over the base, retention, BWT, forgetting and average accuracy of an R matrix.
 
     `matrix` has T + 1 rows (after stages 0..T) and T columns (families of stages 1..T); column j - 1 holds
     family j. Returned stage and family indices are 1-based, as in the definitions. Values are floats; an array
@@ -66,6 +66,7 @@ def cl_metrics(matrix) -> dict:
     earlier = range(1, t)
     return {
         "forward": {k: out(r(k, k)) for k in range(1, t + 1)},
+        "gain": {k: out(r(k, k) - m[0, k - 1]) for k in range(1, t + 1)},
         "retention": {f"{k}/{j}": out(r(k, j)) for k in range(2, t + 1) for j in range(1, k)},
         "retention_relative": {f"{k}/{j}": out(ratio(r(k, j), r(j, j))) for k in range(2, t + 1) for j in range(1, k)},
         # One stage has no earlier family: no BWT (NaN in the shape of the batch, so resamples stack).
@@ -79,11 +80,13 @@ def cl_metrics(matrix) -> dict:
 
 def metric_columns(metrics: Mapping, stages: Sequence[str]) -> dict:
     """The metrics of `cl_metrics` (or of a cell's metrics JSON, whose keys are strings) under the column names
-    of summary.csv: forward_<family>, retention_<j>_after_<k>, relative_retention_<j>_after_<k>, bwt,
-    forgetting_<family>, average_accuracy."""
+    of summary.csv: forward_<family>, gain_<family>, retention_<j>_after_<k>, relative_retention_<j>_after_<k>,
+    bwt, forgetting_<family>, average_accuracy."""
     columns = {}
     for k, family in enumerate(stages, start=1):
         columns[f"forward_{family}"] = _by_str(metrics["forward"])[str(k)]
+    for k, family in enumerate(stages, start=1):
+        columns[f"gain_{family}"] = _by_str(metrics["gain"])[str(k)]
     for key, value in _by_str(metrics["retention"]).items():
         k, j = (int(x) for x in key.split("/"))
         columns[f"retention_{stages[j - 1]}_after_{stages[k - 1]}"] = value
