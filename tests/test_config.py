@@ -124,6 +124,16 @@ BAD_CONFIGS = [
     ("pass@k above the samples", _set("evaluation.pass_k", [5]), "evaluation.pass_k: must lie in [1, code_samples=1]"),
     ("unknown mc mode", _set("evaluation.mc_mode", "vote"), "evaluation.mc_mode: must be one of loglik, generate"),
     (
+        "test examples for some families only",
+        _set("evaluation.max_examples", {"nlu": 64, "math": 32}),
+        "evaluation.max_examples: 'code' is a required property",
+    ),
+    (
+        "no test examples for a family",
+        _set("evaluation.max_examples", {"nlu": 64, "math": 0, "code": 32}),
+        "evaluation.max_examples: must be positive, null, or a positive count or null for each of nlu, math, code",
+    ),
+    (
         "bad nf4 dtype",
         _set("quantization.nf4_compute_dtype", "int4"),
         "quantization.nf4_compute_dtype: must be one of",

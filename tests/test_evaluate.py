@@ -121,6 +121,22 @@ def test_evaluate_checkpoint_writes_scores_and_predictions(tiny_base, tiny_task_
     assert predictions.height == 18 and set(predictions["task"]) == {"boolq", "piqa", "arithmetic"}
 
 
+def test_each_family_keeps_its_own_number_of_test_examples(tiny_base, tiny_task_files, tmp_path):
+    tests = [tiny_task_files[f"{t}/test"] for t in ("boolq", "piqa", "arithmetic")]
+    settings = parse(EvalSettings, {"max_examples": {"nlu": 5, "math": 2, "code": None},
+                                    "max_new_tokens": {"nlu": 2, "math": 8, "code": 8}}, "evaluation")  # fmt: skip
+    report = evaluate_checkpoint(
+        base=resolve_base(tiny_base), precision="fp32", adapter=None, test_files=tests, settings=settings,
+        quant=QuantConfig(), predictions_out=str(tmp_path / "p.parquet"), scores_out=str(tmp_path / "s.json"),
+        cell={"precision": "fp32"}, threads=1, log=lambda s: None,
+    )  # fmt: skip
+    assert {t: s["n"] for t, s in report["tasks"].items()} == {"boolq": 5, "piqa": 5, "arithmetic": 2}
+    # The same seeded examples as a single cap of that size: a family's cap only says how many.
+    boolq = pl.read_parquet(tiny_task_files["boolq/test"])
+    kept = pl.read_parquet(tmp_path / "p.parquet").filter(pl.col("task") == "boolq")["id"].to_list()
+    assert kept == subsample(boolq, max_examples=5, seed=settings.seed)["id"].to_list()
+
+
 def test_settings_name_bad_values():
     with pytest.raises(ValueError, match="^mc_mode: must be one of loglik, generate, label_word, got 'vote'$"):
         EvalSettings(mc_mode="vote")
@@ -128,6 +144,12 @@ def test_settings_name_bad_values():
         parse(EvalSettings, {"code_samples": 2, "pass_k": [5]}, "evaluation")
     with pytest.raises(ValueError, match=r"^evaluation\.max_new_tokens: must be a positive budget for each of"):
         parse(EvalSettings, {"max_new_tokens": {"nlu": 4}}, "evaluation")
+    # A family left out would score its whole test split (1319 GSM8K problems): every family is named.
+    for caps in ({"nlu": 64, "math": 32}, {"nlu": 64, "math": 0, "code": 32}, {"nlu": 1, "math": 1, "code": 1, "x": 1}):
+        with pytest.raises(ValueError, match=r"^evaluation\.max_examples: must be positive, null, or a positive count"):
+            parse(EvalSettings, {"max_examples": caps}, "evaluation")
+    with pytest.raises(ValueError, match=r"^evaluation\.max_examples: must be positive, null, or"):
+        parse(EvalSettings, {"max_examples": 0}, "evaluation")
 
 
 def test_sampled_code_scoring_reports_pass_at_k(model_and_tokenizer):

@@ -51,11 +51,22 @@ def _families_present(budgets: dict) -> bool:
     return set(STOP_STRINGS) <= set(budgets) and all(isinstance(v, int) and v >= 1 for v in budgets.values())
 
 
+def _example_cap(value) -> bool:
+    """null, a positive count for every task, or one per family (a positive count or null for each)."""
+    if isinstance(value, dict):
+        return set(value) == set(STOP_STRINGS) and all(
+            v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in value.values()
+        )
+    return value is None or positive(value)
+
+
 @dataclass(frozen=True)
 class EvalSettings(Settings):
     """How a checkpoint is evaluated (config `evaluation`).
 
-    max_examples: per task, a seeded subsample of the test split (None: all). batch_size: sequences per
+    max_examples: per task, a seeded subsample of the test split (None: all), or one such cap per family
+    (multiple choice costs a forward pass per example, generation a pass per token: a family's interval width
+    can be bought where it is cheap). batch_size: sequences per
     forward. max_new_tokens: generation budget per family. mc_mode: loglik, generate (the choice
     the output names by its text) or label_word (by the authors' label words). code_samples: n
     completions per code problem (1: as `decoding`; more: sampled, pass@k for k <= n). decoding: greedy, or
@@ -66,7 +77,9 @@ class EvalSettings(Settings):
     only whole batches of `batch_size` examples of each task, dropping its last partial batch (the authors' code).
     """
 
-    max_examples: int | None = setting(None, positive, "positive or null")
+    max_examples: int | dict | None = setting(
+        None, _example_cap, f"positive, null, or a positive count or null for each of {', '.join(STOP_STRINGS)}"
+    )
     batch_size: int = setting(32, positive, "positive")
     max_new_tokens: dict = setting(
         {"nlu": 8, "math": 160, "code": 96},
@@ -105,6 +118,10 @@ class EvalSettings(Settings):
                 "sandbox_cpu_seconds",
                 f"{self.sandbox_cpu_seconds} exceeds sandbox_wall_seconds={self.sandbox_wall_seconds}",
             )
+
+    def examples_for(self, family: str) -> int | None:
+        """The test examples kept per task of `family` (None: all)."""
+        return self.max_examples[family] if isinstance(self.max_examples, dict) else self.max_examples
 
     @property
     def limits(self) -> Limits:
@@ -373,7 +390,9 @@ def evaluate_checkpoint(
 
     started = time.perf_counter()
     frames = [
-        subsample(read_parquet(path), max_examples=settings.max_examples, seed=settings.seed) for path in test_files
+        subsample(frame, max_examples=settings.examples_for(frame["family"][0]) if frame.height else None,
+                  seed=settings.seed)  # fmt: skip
+        for frame in map(read_parquet, test_files)
     ]
     if settings.drop_last:
         frames = [drop_partial_batch(frame, batch_size=settings.batch_size) for frame in frames]
