@@ -390,8 +390,9 @@ def evaluate_checkpoint(
 
     started = time.perf_counter()
     frames = [
-        subsample(frame, max_examples=settings.examples_for(frame["family"][0]) if frame.height else None,
-                  seed=settings.seed)  # fmt: skip
+        subsample(
+            frame, max_examples=settings.examples_for(frame["family"][0]) if frame.height else None, seed=settings.seed
+        )
         for frame in map(read_parquet, test_files)
     ]
     if settings.drop_last:
