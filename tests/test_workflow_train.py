@@ -116,8 +116,8 @@ def test_tables_follow_the_contract(grid):
     assert accuracy.select("model", "precision", "buffer", "seed", "after_stage", "task").is_duplicated().sum() == 0
     summary = pl.read_csv(workdir / "results/tables/summary.csv", schema_overrides={"buffer": pl.String})
     assert summary.height == 10
-    metrics = ["forward_nlu", "forward_math", "retention_nlu_after_math", "relative_retention_nlu_after_math", "bwt",
-               "forgetting_nlu", "average_accuracy"]  # fmt: skip
+    metrics = ["forward_nlu", "forward_math", "gain_nlu", "gain_math", "retention_nlu_after_math",
+               "relative_retention_nlu_after_math", "bwt", "forgetting_nlu", "average_accuracy"]  # fmt: skip
     assert summary.columns == ["model", "precision", "buffer", "seed", *metrics]
     strings = {"buffer": pl.String, "seed": pl.String}
     intervals = pl.read_csv(workdir / "results/tables/intervals.csv", schema_overrides=strings)
