@@ -147,6 +147,6 @@ def test_the_paper_table_is_shown(report, page, tmp_path):
     page.locator("tr", has_text="results/tables/paper_table.html").locator("a[iconname=eye]").click()
     frame = page.frame_locator("iframe")
     assert "Accuracy in percent" in frame.locator("body").inner_text()
-    assert frame.locator("table").count() == 2 and frame.locator("tr").count() > 10
+    assert frame.locator("table").count() == 3 and frame.locator("tr").count() > 10
     shot = matplotlib.image.imread(io.BytesIO(page.locator("iframe").screenshot()), format="png")
     assert shot[..., :3].std() > 0.05
