@@ -50,7 +50,7 @@ cost: install
 	$(BIN)/python -m quantreplay.cost results/tables/jobs.csv
 
 # The real-model tier (SmolLM2-135M and real data from PyPI packages, offline) in its own folder, runs/smollm2/, so
-# its results and the default tier's never overwrite each other: 2 h 29 min on 2 cores as set, one seed (README).
+# its results and the default tier's never overwrite each other: 2 h 51 min on 2 cores as set, one seed (README).
 REAL := runs/smollm2
 REAL_CONFIG := --configfile config/smollm2.yaml --directory $(REAL)
 

@@ -97,6 +97,7 @@ def get_final_output():
         + [grid.path("base", model=model) for model in MODELS]
         + grid.train_outputs(config)
         + grid.eval_outputs(config)
+        + grid.heldout_outputs(config)
         + grid.metrics_outputs(config)
         + grid.table_outputs()
         + grid.telemetry_outputs()

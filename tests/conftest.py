@@ -104,7 +104,9 @@ def expected_job_counts(config: dict) -> dict[str, int]:
     buffers = len(config["buffers"]) + len(config.get("buffer_counts", []))
     later_stages = len(config["stages"]) - 1
     cells = models * precisions * seeds * buffers
-    return {
+    checkpoints = models * precisions * (1 + seeds * (1 + buffers * later_stages))
+    heldout = config.get("heldout_loss", {}).get("examples", 0) > 0
+    counts = {
         # One parquet per task and split.
         "prepare_data": sum(len(task_splits(name, task)) for name, task in config["tasks"].items()),
         "build_base": models,
@@ -114,7 +116,10 @@ def expected_job_counts(config: dict) -> dict[str, int]:
         # Mixes depend on neither model nor precision.
         "replay_mix": seeds * buffers * later_stages,
         # The untrained base once per model and precision (shared by seeds), then every trained stage.
-        "evaluate": models * precisions * (1 + seeds * (1 + buffers * later_stages)),
+        "evaluate": checkpoints,
+        # With heldout_loss.examples > 0: the held-out loss of every checkpoint, and its tables.
+        "heldout_loss": checkpoints if heldout else 0,
+        "heldout_tables": int(heldout),
         "cell_metrics": cells,
         # The weight error of every model and precision; the adapter telemetry of the whole grid.
         "quant_error": models * precisions,
@@ -125,10 +130,11 @@ def expected_job_counts(config: dict) -> dict[str, int]:
         "plots": 1,
         "all": 1,
     }
+    return {rule: n for rule, n in counts.items() if n}
 
 
 # The rules whose jobs come after every job of `quantreplay.grid.jobs` (whose benchmark files the tables read).
-AFTER_JOBS = ("telemetry", "aggregate", "plots", "plot_r_matrix", "all")
+AFTER_JOBS = ("telemetry", "aggregate", "plots", "plot_r_matrix", "heldout_tables", "all")
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -103,6 +103,21 @@ BAD_CONFIGS = [
         "analysis.reference_precision: 'fp32' is not one of the precisions",
     ),
     ("confidence above one", _set("analysis.confidence", 1.5), "analysis.confidence: must be in (0, 1), got 1.5"),
+    (
+        "negative held-out examples",
+        _set("heldout_loss", {"examples": -1}),
+        "heldout_loss.examples: must be a non-negative integer (0: no held-out loss), got -1",
+    ),
+    (
+        "unknown held-out key",
+        _set("heldout_loss", {"examples": 4, "exampels": 4}),
+        "heldout_loss: Additional properties are not allowed ('exampels' was unexpected)",
+    ),
+    (
+        "held-out sequence too short",
+        _set("heldout_loss", {"examples": 4, "max_seq_len": 4}),
+        "heldout_loss.max_seq_len: must be at least 8, or null, got 4",
+    ),
     ("negative learning rate", _set("training.lr", -1), "training.lr: must be positive, got -1"),
     (
         "a stage's bad override",

@@ -38,8 +38,8 @@ SMOKE_TASKS = {"nlu": "arc_easy", "math": "gsm8k"}
 
 def smoke_config(real: dict) -> dict:
     """The real tier shrunk to a smoke test: its first precision, its smallest and largest buffer, its first two
-    stages with one task each, 16 training rows per task, two steps per stage, two test examples per task and short
-    generations."""
+    stages with one task each, 16 training rows per task, two steps per stage, two test examples per task (scored and
+    held out) and short generations."""
     config = copy.deepcopy(real)
     config["precisions"] = real["precisions"][:1]
     config["buffers"] = [min(real["buffers"]), max(real["buffers"])]
@@ -49,6 +49,8 @@ def smoke_config(real: dict) -> dict:
     # The tier's own max_seq_len: a shorter one would cut GSM-Symbolic's worked answers, which training refuses.
     config["training"].update(max_steps=2, batch_size=2, warmup_steps=0, stages={})
     config["evaluation"].update(max_examples=2, batch_size=4, max_new_tokens={"nlu": 4, "math": 12, "code": 12})
+    # The held-out loss of two examples a task: the step runs on the real model, at a few seconds a checkpoint.
+    config["heldout_loss"]["examples"] = 2
     return config
 
 
@@ -93,6 +95,10 @@ def test_summary_has_a_finite_row_per_cell(smoke):
     # Every cell, after the base and every stage, on every task.
     assert accuracy.height == len(cells) * (1 + len(config["stages"])) * len(config["tasks"])
     assert accuracy["n"].max() == config["evaluation"]["max_examples"]
+    # The held-out loss of every task after the base and every stage, from two examples each.
+    losses = pl.read_csv(workdir / "results/tables/heldout_loss.csv")
+    assert losses.height == accuracy.height and set(losses["n"]) == {config["heldout_loss"]["examples"]}
+    assert (losses["loss"] > 0).all() and losses["loss"].is_finite().all()
 
 
 @pytest.mark.slow

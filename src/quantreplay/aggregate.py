@@ -58,21 +58,22 @@ def _learning_columns(stages: Sequence[str]) -> list[str]:
     return [f"gain_{f}" for f in stages] + [f"forgetting_{f}" for f in stages[:-1]]
 
 
-def _formatted(frame: pl.DataFrame, columns: Sequence[str], *, signed: bool) -> tuple[list[str], list[list[str]]]:
+def _formatted(frame: pl.DataFrame, columns: Sequence[str], *, signed: bool, scale: float = 100,
+               decimals: int = 1) -> tuple[list[str], list[list[str]]]:  # fmt: skip
     """Header and rows, one per (model, precision, buffer) of frame's seed-'all' rows: each metric of `columns`
-    in percent with its interval, then the number of seeds."""
+    times `scale` (percent, by default) with its interval, then the number of seeds."""
     keys = ["model", "precision", "buffer"]
     value = "difference" if "difference" in frame.columns else "estimate"
     pooled = frame.filter(pl.col("seed") == "all", pl.col("metric").is_in(columns)).with_columns(
         pl.col("buffer").cast(pl.Float64, strict=False).alias("_order")
     )
-    fmt = "{:+.1f}" if signed else "{:.1f}"
+    fmt = f"{{:{'+' if signed else ''}.{decimals}f}}"
     rows = []
     for group, cells in pooled.sort("model", "precision", "_order", "buffer").group_by(keys, maintain_order=True):
         by_metric = {r["metric"]: r for r in cells.iter_rows(named=True)}
         values = [
-            f"{fmt.format(100 * by_metric[c][value])} [{fmt.format(100 * by_metric[c]['ci_low'])}, "
-            f"{fmt.format(100 * by_metric[c]['ci_high'])}]"
+            f"{fmt.format(scale * by_metric[c][value])} [{fmt.format(scale * by_metric[c]['ci_low'])}, "
+            f"{fmt.format(scale * by_metric[c]['ci_high'])}]"
             for c in columns
         ]
         rows.append([*map(str, group), *values, str(cells["n_seeds"][0])])
@@ -146,6 +147,26 @@ def paper_table(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Seque
 def paper_table_html(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> str:
     """The paper table as a standalone HTML page, for the report."""
     return html_page(_paper_sections(intervals, comparison, stages), "quantreplay tables", heading=False)
+
+
+HELDOUT_TITLE = "Held-out target loss: learning and forgetting that accuracy may not resolve"
+
+
+def heldout_sections(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> list[Section]:
+    """heldout_loss.md and .html (quantreplay.heldout): per precision and buffer, each stage's gain and each earlier
+    family's forgetting in held-out target loss, nats per token; then each precision minus the reference."""
+    confidence = f"{100 * intervals['confidence'][0]:g} %"
+    columns = _learning_columns(stages)
+    learning = (f"Learning and forgetting in held-out target loss, nats per target token [{confidence} bootstrap "
+                "interval], mean over seeds: gain = the untrained base's loss on a stage's own family minus the loss "
+                "after that stage; forgetting = the family's loss after the last stage minus the lowest it had "
+                "before.")  # fmt: skip
+    sections = [(learning, *_formatted(intervals, columns, signed=True, scale=1, decimals=2), [])]
+    if comparison.height:
+        difference = (f"Difference from {comparison['reference'][0]} in the same metrics, nats per token, paired "
+                      f"by test example and seed [{confidence} bootstrap interval].")  # fmt: skip
+        sections.append((difference, *_formatted(comparison, columns, signed=True, scale=1, decimals=2), []))
+    return sections
 
 
 FINDINGS_TITLE = "Verdicts on the paper's headline claims"

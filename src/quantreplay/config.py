@@ -267,6 +267,7 @@ def _same_buffer_sizes(config: dict) -> Iterator[str]:
 def _settings_classes() -> dict:
     """The settings class of each config section that one reads (imported here: they pull in their modules)."""
     from quantreplay.evaluate import EvalSettings
+    from quantreplay.heldout import HeldoutSettings
     from quantreplay.intervals import AnalysisSettings
     from quantreplay.quantize import QuantConfig
     from quantreplay.replay import ReplaySettings
@@ -279,6 +280,7 @@ def _settings_classes() -> dict:
         "quantization": QuantConfig,
         "evaluation": EvalSettings,
         "analysis": AnalysisSettings,
+        "heldout_loss": HeldoutSettings,
     }
 
 

@@ -34,6 +34,9 @@ PATHS = {
     "predictions": "results/eval/{model}/{precision}/{checkpoint}/predictions.parquet",
     "scores": "results/eval/{model}/{precision}/{checkpoint}/scores.json",
     "eval_log": "logs/eval/{model}/{precision}/{checkpoint}.log",
+    "heldout_loss": "results/eval/{model}/{precision}/{checkpoint}/heldout_loss.parquet",
+    "heldout_loss_log": "logs/heldout_loss/{model}/{precision}/{checkpoint}.log",
+    "heldout_tables_log": "logs/heldout_tables.log",
     "metrics": "results/metrics/{model}/{precision}/seed{seed}/buf{buffer}.json",
     "metrics_log": "logs/metrics/{model}/{precision}/seed{seed}/buf{buffer}.log",
     "quant_error": "results/telemetry/{model}/{precision}/quant_error.csv",
@@ -58,6 +61,7 @@ RULE_OUTPUTS = {
     "train_first_stage": [("adapter", "first"), ("train_report", "first")],
     "train_stage": [("adapter", "later"), ("train_report", "later")],
     "evaluate": [("predictions", None), ("scores", None)],
+    "heldout_loss": [("heldout_loss", None)],
     "cell_metrics": [("metrics", None)],
     "aggregate": [("table", None)],
     "quant_error": [("quant_error", None)],
@@ -87,6 +91,15 @@ TABLES = (
 # The telemetry step's tables (quantreplay.telemetry), beside the aggregate step's.
 TELEMETRY_TABLES = ("quant_error.csv", "adapter_telemetry.csv")
 
+# The held-out loss step's tables (quantreplay.heldout), by the heldout_tables rule's output names.
+HELDOUT_TABLES = {
+    "losses": "heldout_loss.csv",
+    "intervals": "heldout_intervals.csv",
+    "comparison": "heldout_comparison.csv",
+    "markdown": "heldout_loss.md",
+    "html": "heldout_loss.html",
+}
+
 # Float precisions that can serve as the comparisons' reference, widest first (fp16 keeps more mantissa than bf16).
 REFERENCE_ORDER = ("fp32", "fp16", "bf16")
 
@@ -109,6 +122,8 @@ RULE_LOGS = {
     "train_first_stage": ("train_log", "first"),
     "train_stage": ("train_log", "later"),
     "evaluate": ("eval_log", None),
+    "heldout_loss": ("heldout_loss_log", None),
+    "heldout_tables": ("heldout_tables_log", None),
     "cell_metrics": ("metrics_log", None),
     "aggregate": ("tables_log", None),
     "quant_error": ("quant_error_log", None),
@@ -246,8 +261,8 @@ def first_stage_reports(config: dict) -> list[str]:
 
 
 def eval_outputs(config: dict, kind: str = "scores") -> list[str]:
-    """Every scores.json (or, with kind 'predictions', predictions.parquet): the untrained base per precision,
-    and every trained checkpoint of the grid."""
+    """Every scores.json (or, with kind 'predictions' or 'heldout_loss', that file): the untrained base per
+    precision, and every trained checkpoint of the grid."""
     return [
         path(kind, model=model, precision=precision, checkpoint=checkpoint)
         for model in config["models"]
@@ -292,6 +307,27 @@ def replay_params(config: dict, buffer: str) -> dict:
 def eval_params(config: dict) -> dict:
     """Everything besides the inputs that shapes an evaluation (so changing it re-evaluates, not retrains)."""
     return canonical({"evaluation": config["evaluation"], "quantization": config["quantization"]})
+
+
+def heldout_enabled(config: dict) -> bool:
+    """Whether the grid measures held-out target loss at every checkpoint (config `heldout_loss.examples` > 0)."""
+    return config["heldout_loss"]["examples"] > 0
+
+
+def heldout_params(config: dict) -> dict:
+    """What shapes a heldout_loss job besides its inputs: `heldout_loss`, with its max_seq_len resolved (null: the
+    longest of any training stage), and the quantization the checkpoint loads with."""
+    heldout = dict(config["heldout_loss"])
+    if heldout["max_seq_len"] is None:
+        heldout["max_seq_len"] = max(stage_settings(config, s)["max_seq_len"] for s in config["stages"])
+    return canonical({"heldout_loss": heldout, "quantization": config["quantization"]})
+
+
+def heldout_outputs(config: dict) -> list[str]:
+    """Every heldout_loss.parquet and the held-out tables; none unless `heldout_enabled`."""
+    if not heldout_enabled(config):
+        return []
+    return eval_outputs(config, "heldout_loss") + [path("table", name=n) for n in HELDOUT_TABLES.values()]
 
 
 def cells(config: dict) -> list[dict]:
@@ -460,6 +496,10 @@ def jobs(config: dict, splits: dict[str, tuple[str, ...]]) -> list[dict]:
                         scores.append(add("evaluate", [base, trained, *test_data], stage, model=model,
                                           precision=precision, checkpoint=name))  # fmt: skip
                     add("cell_metrics", scores, **cell, buffer=buffer)
+    if heldout_enabled(config):
+        # The held-out loss of a checkpoint reads what its evaluation reads.
+        for job in [j for j in out if j["rule"] == "evaluate"]:
+            add("heldout_loss", job["needs"], job["stage"], **job["wildcards"])
     return out
 
 

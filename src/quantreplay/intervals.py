@@ -49,24 +49,24 @@ class AnalysisSettings(Settings):
 
 
 @functools.lru_cache(maxsize=256)
-def read_example_scores(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """task -> (ids, per-example score) of one predictions.parquet, sorted by id (cached: the base and stage-1
-    files serve many cells)."""
-    frame = read_parquet(path, columns=["task", "id", "correct"]).sort("task", "id")
+def read_example_scores(path: str, column: str = "correct") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """task -> (ids, per-example score in `column`) of one predictions.parquet (or heldout_loss.parquet), sorted by
+    id (cached: the base and stage-1 files serve many cells)."""
+    frame = read_parquet(path, columns=["task", "id", column]).sort("task", "id")
     out = {}
     for (task,), rows in frame.group_by("task", maintain_order=True):
-        out[task] = (rows["id"].to_numpy(), rows["correct"].cast(pl.Float64).to_numpy())
+        out[task] = (rows["id"].to_numpy(), rows[column].cast(pl.Float64).to_numpy())
     return out
 
 
-def example_matrix(files: Sequence[Sequence[Sequence[str]]]) -> dict[str, np.ndarray]:
-    """Per task, the scores of `files[seed][arm][checkpoint]` (predictions.parquet paths) as one array of shape
-    (seeds, arms, checkpoints, examples), examples aligned by id.
+def example_matrix(files: Sequence[Sequence[Sequence[str]]], column: str = "correct") -> dict[str, np.ndarray]:
+    """Per task, the scores in `column` of `files[seed][arm][checkpoint]` (predictions.parquet paths) as one array
+    of shape (seeds, arms, checkpoints, examples), examples aligned by id.
 
     Raises ValueError naming the file when a checkpoint scored other tasks or other examples than the first.
     """
     first_path = files[0][0][0]
-    first = read_example_scores(first_path)
+    first = read_example_scores(first_path, column)
     shape = (len(files), len(files[0]), len(files[0][0]))
     out = {task: np.empty((*shape, len(ids))) for task, (ids, _) in first.items()}
     for s, arms in enumerate(files):
@@ -74,7 +74,7 @@ def example_matrix(files: Sequence[Sequence[Sequence[str]]]) -> dict[str, np.nda
             if len(checkpoints) != shape[2]:
                 raise ValueError(f"seed {s}, arm {a}: {len(checkpoints)} checkpoints, expected {shape[2]}")
             for k, path in enumerate(checkpoints):
-                scores = read_example_scores(path)
+                scores = read_example_scores(path, column)
                 if scores.keys() != first.keys():
                     raise ValueError(f"{path}: scored tasks {sorted(scores)}, but {first_path} scored {sorted(first)}")
                 for task, (ids, values) in scores.items():
@@ -178,18 +178,18 @@ def _rows(frame: pl.DataFrame, examples_only: pl.DataFrame, keys: dict, n_seeds:
 
 
 def _per_seed_and_pooled(files_by_seed: Mapping[str, Sequence[Sequence[str]]], keys: dict,
-                         families: Mapping[str, str], stages: Sequence[str],
-                         settings: AnalysisSettings) -> list[pl.DataFrame]:  # fmt: skip
+                         families: Mapping[str, str], stages: Sequence[str], settings: AnalysisSettings,
+                         column: str) -> list[pl.DataFrame]:  # fmt: skip
     """Rows for each seed on its own, then for all seeds together (seed 'all'; the same numbers when there is one
     seed). examples_ci_* hold the interval from test-set sampling alone (the seeds held fixed)."""
     out = []
     for seed, arms in files_by_seed.items():
-        frame = bootstrap_metrics(example_matrix([arms]), families, stages, settings)
+        frame = bootstrap_metrics(example_matrix([arms], column), families, stages, settings)
         out.append(_rows(frame, frame, {**keys, "seed": seed}, 1, settings))
     if len(files_by_seed) == 1:
         out.append(out[-1].with_columns(pl.lit("all").alias("seed")))
     else:
-        scores = example_matrix(list(files_by_seed.values()))
+        scores = example_matrix(list(files_by_seed.values()), column)
         frame = bootstrap_metrics(scores, families, stages, settings)
         fixed = bootstrap_metrics(scores, families, stages, settings, resample_seeds=False)
         out.append(_rows(frame, fixed, {**keys, "seed": "all"}, len(files_by_seed), settings))
@@ -206,8 +206,10 @@ def cell_groups(cells: Sequence[dict], prediction_files: Sequence[Sequence[str]]
 
 def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequence[str]],
                     families: Mapping[str, str], stages: Sequence[str], reference: str | None,
-                    settings: AnalysisSettings) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
-    """The intervals of every cell's metrics, and the paired comparisons of every precision with `reference`.
+                    settings: AnalysisSettings,
+                    column: str = "correct") -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+    """The intervals of every cell's metrics, and the paired comparisons of every precision with `reference`, on
+    the per-example scores in `column` of each file.
 
     `cells[i]` (model, precision, buffer, seed) owns `prediction_files[i]` (its checkpoints in stage order,
     base first). Intervals: one row per (model, precision, buffer, seed, metric), seed 'all' pooling the seeds.
@@ -217,7 +219,8 @@ def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequenc
     cell_rows = []
     for (model, precision, buffer), by_seed in groups.items():
         keys = {"model": model, "precision": precision, "buffer": buffer}
-        cell_rows += _per_seed_and_pooled({s: [f] for s, f in by_seed.items()}, keys, families, stages, settings)
+        cell_rows += _per_seed_and_pooled({s: [f] for s, f in by_seed.items()}, keys, families, stages, settings,
+                                          column)  # fmt: skip
     comparisons = []
     for (model, precision, buffer), by_seed in groups.items():
         if reference is None or precision == reference:
@@ -228,7 +231,7 @@ def interval_tables(*, cells: Sequence[dict], prediction_files: Sequence[Sequenc
                              f"but {reference} has {sorted(base)}")  # fmt: skip
         keys = {"model": model, "precision": precision, "reference": reference, "buffer": buffer}
         pairs = {s: [files, base[s]] for s, files in by_seed.items()}
-        comparisons += _per_seed_and_pooled(pairs, keys, families, stages, settings)
+        comparisons += _per_seed_and_pooled(pairs, keys, families, stages, settings, column)
     intervals = pl.concat(cell_rows)
     # No comparison: the same columns, no rows (intervals' columns with `reference` after `precision`).
     comparison = (

@@ -242,15 +242,22 @@ def collate(examples: Sequence[Example], *, pad_id: int):
     return lm.pad_batch([e.input_ids for e in examples], pad=pad_id, labels=[e.labels for e in examples])
 
 
-def sequence_sum_loss(logits, labels):
-    """The authors' loss: each sequence's summed negative log-likelihood of its target tokens (labels other than
-    IGNORE_INDEX, predicted from the position before), averaged over the batch. In fp32, as transformers' own loss."""
+def sequence_nll(logits, labels):
+    """Each sequence's summed negative log-likelihood of its target tokens (labels other than IGNORE_INDEX, each
+    predicted from the position before), and how many target tokens it has. In fp32, as transformers' own loss."""
     import torch.nn.functional as F
 
+    targets = labels[:, 1:]
     nll = F.cross_entropy(
-        logits[:, :-1, :].float().transpose(1, 2), labels[:, 1:], ignore_index=lm.IGNORE_INDEX, reduction="none"
+        logits[:, :-1, :].float().transpose(1, 2), targets, ignore_index=lm.IGNORE_INDEX, reduction="none"
     )
-    return nll.sum(dim=1).mean()
+    return nll.sum(dim=1), (targets != lm.IGNORE_INDEX).sum(dim=1)
+
+
+def sequence_sum_loss(logits, labels):
+    """The authors' loss: each sequence's summed negative log-likelihood of its target tokens, averaged over the
+    batch."""
+    return sequence_nll(logits, labels)[0].mean()
 
 
 def stage_loss(model, batch: Mapping, *, reduction: str):
@@ -275,16 +282,21 @@ def clip_gradients(parameters: Sequence, *, max_norm: float, scope: str) -> None
             torch.nn.utils.clip_grad_norm_(parameter, max_norm)
 
 
+def probe_rows(path: str, *, examples: int, columns: Sequence[str] = ("task", "prompt", "target")) -> pl.DataFrame:
+    """`columns` of one task's probe examples from its test split at `path`: the first `examples` rows of a
+    shuffle seeded by the task's name alone, so every cell, stage and precision probes the same examples (all of
+    them when the split holds no more)."""
+    rows = read_parquet(path, columns=list(dict.fromkeys(["task", *columns])))
+    picked = random.Random(f"probe:{rows['task'][0]}").sample(range(rows.height), min(examples, rows.height))
+    return rows[picked].select(columns)
+
+
 def probe_sets(tokenizer, test_files: Sequence[str], *, examples: int, max_seq_len: int) -> dict[str, list[Example]]:
-    """Per task of `test_files`, its probe set: the first `examples` rows of a shuffle seeded by the task's name
-    alone, so every cell, stage and precision probes the same examples."""
+    """Per task of `test_files`, its probe set (`probe_rows`), tokenized as training examples."""
     probes = {}
     for path in test_files:
-        rows = read_parquet(path, columns=["task", "prompt", "target"])
-        task = rows["task"][0]
-        picked = random.Random(f"probe:{task}").sample(range(rows.height), min(examples, rows.height))
-        rows = rows[picked]
-        probes[task] = tokenize_examples(tokenizer, rows["prompt"], rows["target"], max_seq_len=max_seq_len)
+        rows = probe_rows(path, examples=examples)
+        probes[rows["task"][0]] = tokenize_examples(tokenizer, rows["prompt"], rows["target"], max_seq_len=max_seq_len)
     return probes
 
 
