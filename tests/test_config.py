@@ -437,3 +437,23 @@ def test_configfile_arguments_are_found_as_snakemake_parses_them():
     ]
     assert config_file_arguments(given) == ["a.yaml", "b.yaml", "c.yaml", "d"]
     assert config_file_arguments(["--config", "x=1", "--", "--configfile", "e"]) == []
+
+
+def test_every_rule_that_asks_for_the_models_gpus_goes_to_the_slurm_profiles_gpu_partition():
+    """A rule whose `gpu` resource comes from a model's resources (`model_job`) asks sbatch for that model's GPUs:
+    on the CPU partition such a job would wait forever."""
+    import re
+
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    gpu_partition = profile["set-resources"]["evaluate"]["slurm_partition"]
+    assert gpu_partition != profile["default-resources"]["slurm_partition"]
+    model_rules = set()
+    for path in (ROOT / "rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \n].*\n?)*)", path.read_text(), flags=re.M):
+            if re.search(r"gpu=model_job\(", body):
+                model_rules.add(name)
+    assert {"train_first_stage", "train_stage", "evaluate", "heldout_loss", "quant_error"} <= model_rules
+    for rule in model_rules:
+        assert profile["set-resources"].get(rule, {}).get("slurm_partition") == gpu_partition, rule

@@ -3,6 +3,7 @@ loss matrix with the signs of accuracy, and turning the step on adds its jobs to
 that trains or scores."""
 
 import copy
+import os
 import shutil
 
 import numpy as np
@@ -185,3 +186,12 @@ def test_turning_it_on_adds_its_jobs_to_a_finished_grid_and_retrains_nothing(mic
     assert "Held-out target loss" in (workdir / "results/tables/heldout_loss.md").read_text()
     again = run_snakemake(config, workdir, "--dry-run")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # A broken loss file stops the tables with one line that names it and the job that rebuilds it.
+    broken = "results/eval/toy/nf4/seed0/buf0.1/math/heldout_loss.parquet"
+    os.truncate(workdir / broken, 100)
+    proc = run_snakemake(config, workdir, "--forcerun", "heldout_tables", "--", "results/tables/heldout_loss.md")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("Corrupt input: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"Corrupt input: {broken} "), proc.stderr[-4000:]
+    assert lines[0].endswith(f"rebuild it with: snakemake --cores all --forcerun heldout_loss -- {broken}")
