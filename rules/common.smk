@@ -186,6 +186,11 @@ def get_train_params(wildcards):
     return grid.train_params(config, wildcards.stage, wildcards.precision)
 
 
+def get_setting_keys(wildcards):
+    """The config key each training setting of the stage comes from, so a one-line error names the key to edit."""
+    return grid.stage_setting_keys(config, wildcards.stage)
+
+
 def get_test_data(wildcards):
     """Test splits of every task that has one: every checkpoint is scored on all of them."""
     return [

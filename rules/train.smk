@@ -22,6 +22,7 @@ rule train_first_stage:
         gpu=model_job("train", "gpu"),
     params:
         settings=get_train_params,
+        setting_keys=get_setting_keys,
         code=library_code("train_stage"),
     script:
         "../scripts/train_stage.py"
@@ -54,6 +55,7 @@ rule train_stage:
         gpu=model_job("train", "gpu"),
     params:
         settings=get_train_params,
+        setting_keys=get_setting_keys,
         code=library_code("train_stage"),
     script:
         "../scripts/train_stage.py"

@@ -5,8 +5,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
+from quantreplay.aggregate import heldout_tables
 from quantreplay.errors import one_line_errors
-from quantreplay.heldout import heldout_tables
 from quantreplay.intervals import AnalysisSettings
 from quantreplay.settings import parse
 

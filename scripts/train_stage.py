@@ -5,7 +5,6 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 sys.path.insert(0, f"{snakemake.scriptdir}/../src")
 
-from quantreplay.grid import stage_setting_keys
 from quantreplay.warm import run_job
 
 # What only the data can tell (max_seq_len against the longest example) stops the job as a one-line config error.
@@ -21,7 +20,7 @@ run_job(
         "settings": snakemake.params.settings,
         "cell": dict(snakemake.wildcards.items()),
         "threads": snakemake.threads,
-        "setting_keys": stage_setting_keys(snakemake.config, snakemake.wildcards.stage),
+        "setting_keys": snakemake.params.setting_keys,
     },
     log=snakemake.log[0],
 )

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from conftest import expected_job_counts, job_counts, run_snakemake
-from quantreplay.heldout import HeldoutSettings, example_losses, heldout_losses, heldout_tables
+from quantreplay.aggregate import heldout_tables
+from quantreplay.heldout import HeldoutSettings, example_losses, heldout_losses
 from quantreplay.intervals import AnalysisSettings
 from quantreplay.quantize import QuantConfig
 

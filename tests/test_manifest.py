@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 
 from conftest import ROOT
 from quantreplay.errors import one_line_errors
-from quantreplay.grid import producer
 from quantreplay.io import CorruptInput, check_readable, read_csv, read_json, read_parquet
 from quantreplay.manifest import (
     check_artifact,
@@ -23,6 +22,7 @@ from quantreplay.manifest import (
     rebuild_command,
     write_manifest,
 )
+from quantreplay.paths import producer
 
 ADAPTER = "results/train/toy/fp16/seed0/nlu/adapter"
 

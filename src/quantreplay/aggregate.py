@@ -9,6 +9,8 @@ the power of each comparison (quantreplay.intervals.with_power).
 findings.csv, findings.md (and .html): a verdict on each of the paper's headline claims (quantreplay.findings).
 mechanism.csv, mechanism.md (and .html): the control arms beside int8, nf4 and the reference (quantreplay.mechanism).
 cost.csv and jobs.csv: what each rule, precision and stage cost (quantreplay.cost), from Snakemake's benchmarks.
+heldout_loss.csv, heldout_intervals.csv, heldout_comparison.csv, heldout_loss.md (and .html): the held-out target
+loss tables (rule heldout_tables, `heldout_tables`; quantreplay.heldout).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import polars as pl
 from quantreplay.cost import cost_table, job_table
 from quantreplay.findings import Run, Section, describe_base, findings_sections, findings_table
 from quantreplay.grid import per_cell
+from quantreplay.heldout import SCORE
 from quantreplay.intervals import AnalysisSettings, cell_groups, interval_tables, with_power
-from quantreplay.io import read_json, write_csv, write_text
+from quantreplay.io import read_json, read_parquet, write_csv, write_text
 from quantreplay.mechanism import mechanism_sections, mechanism_table
 from quantreplay.metrics import metric_columns
 
@@ -167,6 +170,47 @@ def heldout_sections(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: 
                       f"by test example and seed [{confidence} bootstrap interval].")  # fmt: skip
         sections.append((difference, *_formatted(comparison, columns, signed=True, scale=1, decimals=2), []))
     return sections
+
+
+def heldout_loss_rows(cells: Sequence[dict], loss_files: Sequence[Sequence[str]]) -> pl.DataFrame:
+    """heldout_loss.csv: one row per cell, checkpoint (after_stage 0 = the base) and task, with its mean loss."""
+    frames = []
+    for cell, files in zip(cells, loss_files, strict=True):
+        keys = {k: str(cell[k]) for k in ("model", "precision", "buffer", "seed")}
+        for after_stage, path in enumerate(files):
+            per_task = (
+                read_parquet(path, columns=["task", "family", "loss"])
+                .group_by("task", "family", maintain_order=True)
+                .agg(pl.len().alias("n"), pl.col("loss").mean())
+            )
+            frames.append(per_task.select(*(pl.lit(v).alias(k) for k, v in keys.items()),
+                                          pl.lit(after_stage).alias("after_stage"), pl.all()))  # fmt: skip
+    return pl.concat(frames)
+
+
+def heldout_tables(*, cells: Sequence[dict], loss_files: Sequence[str], stages: Sequence[str], reference: str | None,
+                   analysis: AnalysisSettings, out: Mapping[str, str]) -> pl.DataFrame:  # fmt: skip
+    """Every held-out table (quantreplay.heldout) from the grid's heldout_loss.parquet files (`loss_files`: each
+    cell's checkpoints in stage order, cell after cell as `cells`), written to out['losses'], out['intervals'],
+    out['comparison'], out['markdown'] and out['html']. Returns the intervals."""
+    files = per_cell(loss_files, len(cells))
+    write_csv(heldout_loss_rows(cells, files), out["losses"])
+    tasks = read_parquet(loss_files[0], columns=["task", "family"]).unique(maintain_order=True)
+    intervals, comparison = interval_tables(
+        cells=cells,
+        prediction_files=files,
+        families=dict(zip(tasks["task"], tasks["family"], strict=True)),
+        stages=stages,
+        reference=reference,
+        settings=analysis,
+        column=SCORE,
+    )
+    write_csv(intervals, out["intervals"])
+    write_csv(comparison, out["comparison"])
+    sections = heldout_sections(intervals, comparison, stages)
+    write_text(out["markdown"], markdown(sections, HELDOUT_TITLE))
+    write_text(out["html"], html_page(sections, HELDOUT_TITLE))
+    return intervals
 
 
 FINDINGS_TITLE = "Verdicts on the paper's headline claims"

@@ -4,8 +4,8 @@ Snakemake tracks a rule's script but not the modules the script imports. A rule'
 `code_fingerprint(script)`: the hash of every quantreplay module the script imports, followed transitively
 through the imports inside quantreplay (function-level imports included, the packages' `__init__` files that
 importing a submodule runs, and the module of a job named as `"quantreplay.module:function"`, which
-quantreplay.warm imports in the job's process), except the modules that only say how a job runs
-(`EXECUTION_ONLY`). A module is hashed as its syntax tree without docstrings, so
+quantreplay.warm imports in the job's process), except the modules that only say how a job runs or where its
+files lie (`EXECUTION_ONLY`). A module is hashed as its syntax tree without docstrings, so
 comments, docstrings and formatting change nothing; any change of code does.
 """
 
@@ -20,9 +20,11 @@ from pathlib import Path
 PACKAGE = "quantreplay"
 # Hex digits kept: 64 bits tell versions apart and stay readable in Snakemake's params.
 DIGITS = 16
-# How a job runs, not what it computes: an edit of these re-runs nothing (quantreplay.warm forks the job's process;
-# the results are those of a job in its own process, byte for byte).
-EXECUTION_ONLY = frozenset({f"{PACKAGE}.warm"})
+# How a job runs, not what it computes: an edit of these re-runs nothing through the hash. quantreplay.warm forks
+# the job's process (the results are those of a job in its own process, byte for byte); quantreplay.paths says where
+# files lie, which Snakemake tracks itself (a job whose inputs or outputs move re-runs), and steps read it only to
+# check their inputs: adding a rule's path must not re-run every job of a finished grid.
+EXECUTION_ONLY = frozenset({f"{PACKAGE}.warm", f"{PACKAGE}.paths"})
 # A job's target as quantreplay.warm.run_job names it.
 JOB_TARGET = re.compile(rf"({PACKAGE}(?:\.\w+)*):\w+")
 

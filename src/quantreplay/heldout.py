@@ -12,16 +12,16 @@ the R matrix and metrics that accuracy gets (quantreplay.metrics), with the same
 fell from the untrained base's; a family's forgetting is how far its loss rose after the last stage above the
 lowest it had before.
 
-heldout_loss.csv: mean loss per (model, precision, buffer, seed, after_stage, task).
-heldout_intervals.csv and heldout_comparison.csv: intervals.csv and comparison.csv's columns, on log-likelihood.
-heldout_loss.md (and .html, for the report): gain and forgetting in nats per token with their intervals, and each
-precision minus the reference.
+The tables (rule heldout_tables) are quantreplay.aggregate's `heldout_tables`: heldout_loss.csv (mean loss per
+model, precision, buffer, seed, after_stage and task), heldout_intervals.csv and heldout_comparison.csv (the columns
+of intervals.csv and comparison.csv, on log-likelihood), and heldout_loss.md (and .html, for the report): gain and
+forgetting in nats per token with their intervals, and each precision minus the reference.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -112,57 +112,3 @@ def run_heldout_loss(*, base_dir: str, adapter: str | None, test_files: Sequence
     frame = heldout_losses(model, tokenizer, test_files, settings=heldout, device=device, log=log)
     write_parquet(frame, output)
     return frame
-
-
-def loss_rows(cells: Sequence[dict], loss_files: Sequence[Sequence[str]]) -> pl.DataFrame:
-    """heldout_loss.csv: one row per cell, checkpoint (after_stage 0 = the base) and task, with its mean loss."""
-    from quantreplay.io import read_parquet
-
-    frames = []
-    for cell, files in zip(cells, loss_files, strict=True):
-        for after_stage, path in enumerate(files):
-            per_task = (
-                read_parquet(path, columns=["task", "family", "loss"])
-                .group_by("task", "family", maintain_order=True)
-                .agg(pl.len().alias("n"), pl.col("loss").mean())
-            )
-            keys = {k: cell[k] for k in ("model", "precision", "buffer", "seed")}
-            frames.append(per_task.select(*(pl.lit(str(v)).alias(k) for k, v in keys.items()),
-                                          pl.lit(after_stage).alias("after_stage"), pl.all()))  # fmt: skip
-    return pl.concat(frames)
-
-
-def _families(loss_file: str) -> dict[str, str]:
-    from quantreplay.io import read_parquet
-
-    rows = read_parquet(loss_file, columns=["task", "family"]).unique(maintain_order=True)
-    return dict(zip(rows["task"], rows["family"], strict=True))
-
-
-def heldout_tables(*, cells: Sequence[dict], loss_files: Sequence[str], stages: Sequence[str],
-                   reference: str | None, analysis, out: Mapping[str, str]) -> pl.DataFrame:  # fmt: skip
-    """Every held-out table from the grid's heldout_loss.parquet files (`loss_files`: each cell's checkpoints in
-    stage order, cell after cell as `cells`), written to out['losses'], out['intervals'], out['comparison'] and
-    out['markdown']. Returns the intervals."""
-    from quantreplay.aggregate import HELDOUT_TITLE, heldout_sections, html_page, markdown
-    from quantreplay.grid import per_cell
-    from quantreplay.intervals import interval_tables
-    from quantreplay.io import write_csv, write_text
-
-    files = per_cell(loss_files, len(cells))
-    write_csv(loss_rows(cells, files), out["losses"])
-    intervals, comparison = interval_tables(
-        cells=cells,
-        prediction_files=files,
-        families=_families(loss_files[0]),
-        stages=stages,
-        reference=reference,
-        settings=analysis,
-        column=SCORE,
-    )
-    write_csv(intervals, out["intervals"])
-    write_csv(comparison, out["comparison"])
-    sections = heldout_sections(intervals, comparison, stages)
-    write_text(out["markdown"], markdown(sections, HELDOUT_TITLE))
-    write_text(out["html"], html_page(sections, HELDOUT_TITLE))
-    return intervals

@@ -1,7 +1,7 @@
 """Artifacts that prove they are whole: a manifest of sha256 per file beside every artifact a later step reads.
 
 The steps that build a model or data artifact (a task split, a base folder, a replay mix, a stage's adapter
-folder: `grid.MANIFESTED`) write `<artifact>.manifest.json` beside it (`grid.PATHS["manifest"]`) when the
+folder: `paths.MANIFESTED`) write `<artifact>.manifest.json` beside it (`paths.PATHS["manifest"]`) when the
 artifact is complete: atomically and last, so its presence means the artifact is whole. It lists every file of
 the artifact (for a folder, every file under it, by relative name) with its size and sha256.
 
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from quantreplay import grid
+from quantreplay import paths
 from quantreplay.io import CorruptInput, check_readable, read_json, sha256_file, write_json
 
 # Hex digits of a hash that an error line shows: enough to compare by eye, short enough for one line.
@@ -31,7 +31,7 @@ SHOWN_DIGITS = 12
 
 def manifest_path(artifact: str | os.PathLike) -> Path:
     """Where the manifest of `artifact` (a file or a folder) lies: beside it."""
-    return Path(grid.PATHS["manifest"].format(artifact=os.fspath(artifact).rstrip("/")))
+    return Path(paths.PATHS["manifest"].format(artifact=os.fspath(artifact).rstrip("/")))
 
 
 def _artifact_files(artifact: Path) -> dict[str, Path]:
@@ -89,14 +89,14 @@ def _read_json_of(path: Path, artifact: Path):
 def check_artifact(artifact: str | os.PathLike, *, required: bool | None = None) -> None:
     """Check `artifact` (a file or a folder) against its manifest; CorruptInput naming the first file that is
     missing, has another size or hash, or is not listed. `required`: whether a missing manifest is an error (by
-    default, for the artifacts the pipeline builds, `grid.MANIFESTED`); without one, only headers are checked."""
+    default, for the artifacts the pipeline builds, `paths.MANIFESTED`); without one, only headers are checked."""
     artifact = Path(artifact)
     if not artifact.exists():
         raise CorruptInput(artifact, "is missing")
     manifest = manifest_path(artifact)
     if required is None:
-        found = grid.producer(artifact)
-        required = found is not None and found[2] in grid.MANIFESTED
+        found = paths.producer(artifact)
+        required = found is not None and found[2] in paths.MANIFESTED
     if not manifest.exists():
         if required:
             raise CorruptInput(artifact, f"has no manifest ({manifest}): it was not written completely")
@@ -144,7 +144,7 @@ def check_inputs(*paths) -> None:
 def rebuild_command(artifact: str | os.PathLike) -> str | None:
     """The command that rebuilds `artifact` (re-running the rule that writes it), None for a file the pipeline
     does not build. Run it with the --configfile and --directory of the run that built the artifact."""
-    found = grid.producer(artifact)
+    found = paths.producer(artifact)
     if found is None:
         return None
     rule, target, _ = found
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Check every artifact that has a manifest under the given folders (default `results`): one line per
     corrupt one, and exit status 1 if there is any. `snakemake -n` looks at dates, not at contents."""
     folders = list(argv if argv is not None else sys.argv[1:]) or ["results"]
-    suffix = grid.PATHS["manifest"].format(artifact="")
+    suffix = paths.PATHS["manifest"].format(artifact="")
     bad = checked = 0
     for folder in folders:
         for manifest in sorted(Path(folder).rglob("*" + suffix)):
