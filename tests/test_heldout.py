@@ -147,6 +147,11 @@ def test_tables_report_gain_and_forgetting_in_nats_with_the_signs_of_accuracy(tm
     text = open(out["markdown"]).read()
     assert "nats per target token" in text and "Difference from fp16" in text
     assert "| toy | fp16 | 0 | +2.00 [" in text and "| toy | nf4 | 0 | +0.50 [+0.50, +0.50]" in text
+    # The first family's loss along the chain, as losses: 1.0 after its own stage, 1.8 after math.
+    assert "| model | precision | buffer | nlu loss after nlu | nlu loss after math | seeds |" in text
+    trajectory = next(line for line in text.splitlines() if line.startswith("| toy | fp16 | 0 | 1.00 ["))
+    low, high = (float(x) for x in trajectory.split(" | ")[4].split("[")[1].rstrip("]").split(", "))
+    assert trajectory.split(" | ")[4].startswith("1.80 [") and low <= 1.8 <= high
     page = open(out["html"]).read()
     assert page.startswith("<!DOCTYPE html>") and "<td>+0.50 [+0.50, +0.50]</td>" in page
 

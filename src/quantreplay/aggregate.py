@@ -64,7 +64,8 @@ def _learning_columns(stages: Sequence[str]) -> list[str]:
 def _formatted(frame: pl.DataFrame, columns: Sequence[str], *, signed: bool, scale: float = 100,
                decimals: int = 1) -> tuple[list[str], list[list[str]]]:  # fmt: skip
     """Header and rows, one per (model, precision, buffer) of frame's seed-'all' rows: each metric of `columns`
-    times `scale` (percent, by default) with its interval, then the number of seeds."""
+    times `scale` (percent, by default; a negative scale turns a log-likelihood into a loss) with its interval, then
+    the number of seeds."""
     keys = ["model", "precision", "buffer"]
     value = "difference" if "difference" in frame.columns else "estimate"
     pooled = frame.filter(pl.col("seed") == "all", pl.col("metric").is_in(columns)).with_columns(
@@ -74,11 +75,10 @@ def _formatted(frame: pl.DataFrame, columns: Sequence[str], *, signed: bool, sca
     rows = []
     for group, cells in pooled.sort("model", "precision", "_order", "buffer").group_by(keys, maintain_order=True):
         by_metric = {r["metric"]: r for r in cells.iter_rows(named=True)}
-        values = [
-            f"{fmt.format(scale * by_metric[c][value])} [{fmt.format(scale * by_metric[c]['ci_low'])}, "
-            f"{fmt.format(scale * by_metric[c]['ci_high'])}]"
-            for c in columns
-        ]
+        values = []
+        for c in columns:
+            low, high = sorted((scale * by_metric[c]["ci_low"], scale * by_metric[c]["ci_high"]))
+            values.append(f"{fmt.format(scale * by_metric[c][value])} [{fmt.format(low)}, {fmt.format(high)}]")
         rows.append([*map(str, group), *values, str(cells["n_seeds"][0])])
     return [*keys, *(c.replace("_", " ") for c in columns), "seeds"], rows
 
@@ -157,7 +157,8 @@ HELDOUT_TITLE = "Held-out target loss: learning and forgetting that accuracy may
 
 def heldout_sections(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: Sequence[str]) -> list[Section]:
     """heldout_loss.md and .html (quantreplay.heldout): per precision and buffer, each stage's gain and each earlier
-    family's forgetting in held-out target loss, nats per token; then each precision minus the reference."""
+    family's forgetting in held-out target loss, nats per token; the first family's loss after its stage and each
+    later one; then each precision minus the reference in gain and forgetting."""
     confidence = f"{100 * intervals['confidence'][0]:g} %"
     columns = _learning_columns(stages)
     learning = (f"Learning and forgetting in held-out target loss, nats per target token [{confidence} bootstrap "
@@ -165,8 +166,16 @@ def heldout_sections(intervals: pl.DataFrame, comparison: pl.DataFrame, stages: 
                 "after that stage; forgetting = the family's loss after the last stage minus the lowest it had "
                 "before.")  # fmt: skip
     sections = [(learning, *_formatted(intervals, columns, signed=True, scale=1, decimals=2), [])]
+    if len(stages) > 1:
+        # The first family's loss along the chain: where forgetting happens, and where replay holds it.
+        first = stages[0]
+        trajectory = [f"forward_{first}", *(f"retention_{first}_after_{s}" for s in stages[1:])]
+        header, rows = _formatted(intervals, trajectory, signed=False, scale=-1, decimals=2)
+        caption = (f"The {first} family's held-out loss after its own stage and after each later one, nats per "
+                   f"target token [{confidence} bootstrap interval], mean over seeds.")  # fmt: skip
+        sections.append((caption, [*header[:3], *(f"{first} loss after {s}" for s in stages), header[-1]], rows, []))
     if comparison.height:
-        difference = (f"Difference from {comparison['reference'][0]} in the same metrics, nats per token, paired "
+        difference = (f"Difference from {comparison['reference'][0]} in gain and forgetting, nats per token, paired "
                       f"by test example and seed [{confidence} bootstrap interval].")  # fmt: skip
         sections.append((difference, *_formatted(comparison, columns, signed=True, scale=1, decimals=2), []))
     return sections
