@@ -203,8 +203,9 @@ def heldout_tables(*, cells: Sequence[dict], loss_files: Sequence[str], stages: 
     cell's checkpoints in stage order, cell after cell as `cells`), written to out['losses'], out['intervals'],
     out['comparison'], out['markdown'] and out['html']. Returns the intervals."""
     files = per_cell(loss_files, len(cells))
-    write_csv(heldout_loss_rows(cells, files), out["losses"])
-    tasks = read_parquet(loss_files[0], columns=["task", "family"]).unique(maintain_order=True)
+    losses = heldout_loss_rows(cells, files)
+    write_csv(losses, out["losses"])
+    tasks = losses.select("task", "family").unique(maintain_order=True)
     intervals, comparison = interval_tables(
         cells=cells,
         prediction_files=files,
